@@ -1,0 +1,169 @@
+"""cog-build-levels: rank ImageNet-21K concepts by Lin similarity to ImageNet-1K and cut them
+into the CoG levels. Run without options it rebuilds splits/levels from the shipped lists."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from cog.cli import friendly_errors
+from cog.levels import (
+    CUT_RULES,
+    DEFAULT_OUT,
+    DEFAULT_POOL,
+    DEFAULT_SEEN,
+    FILTERS,
+    IC_SOURCES,
+    LevelsConfig,
+    build_levels,
+    compare_levels,
+    level_summary,
+    read_levels,
+    write_levels,
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cog-build-levels",
+        description=__doc__,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--seen",
+        type=Path,
+        default=DEFAULT_SEEN,
+        help="seen concepts, one wnid a line (default: the 1000 ImageNet-1K wnids)",
+    )
+    p.add_argument(
+        "--pool",
+        type=Path,
+        default=DEFAULT_POOL,
+        help="candidate concepts, one wnid a line (default: ImageNet-21K fall 2011)",
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--counts",
+        type=Path,
+        help="per-synset image counts (TSV/CSV with a wnid "
+        "column); enables the min_images filter and --ic counts",
+    )
+    g.add_argument(
+        "--imagenet-root",
+        type=Path,
+        help="ImageNet-21K root (<wnid>/ folders or <wnid>.tar) to count images in",
+    )
+    p.add_argument(
+        "--counts-column", help="count column of --counts (default: the first column after wnid)"
+    )
+    p.add_argument(
+        "--ic",
+        choices=IC_SOURCES,
+        default="intrinsic",
+        help="information content: intrinsic (Seco et al. 2004), counts (image "
+        "counts) or file (--ic-file)",
+    )
+    p.add_argument("--ic-file", type=Path, help="nltk-format IC file, e.g. ic-brown-add1.dat")
+    p.add_argument(
+        "--ic-smoothing",
+        type=float,
+        default=0.0,
+        help="pseudo-images added to every synset with --ic counts",
+    )
+    p.add_argument(
+        "--skip-filter",
+        action="append",
+        default=[],
+        choices=FILTERS,
+        metavar="NAME",
+        help=f"switch a filter off (repeatable): {', '.join(FILTERS)}",
+    )
+    p.add_argument(
+        "--min-images", type=int, default=782, help="min_images threshold (732 train + 50 test)"
+    )
+    p.add_argument(
+        "--exclude-subtree",
+        action="append",
+        metavar="SYNSET",
+        help="drop this synset's subtree (repeatable; default person.n.01)",
+    )
+    p.add_argument(
+        "--exclude",
+        type=Path,
+        help="file of wnids to drop, e.g. synsets missing from the winter 2021 release",
+    )
+    p.add_argument(
+        "--cut",
+        choices=CUT_RULES,
+        default="blocks",
+        help="blocks: consecutive blocks of the ranking; bins: equal rank bins, "
+        "level-size sampled from each",
+    )
+    p.add_argument("--levels", type=int, default=5, help="number of levels")
+    p.add_argument("--level-size", type=int, default=1000, help="concepts per level")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed for --cut bins")
+    p.add_argument(
+        "--wordnet", type=Path, help="WordNet 3.0 dict folder (default: $COG_WORDNET, nltk, Debian)"
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="output folder (replaced atomically)"
+    )
+    p.add_argument(
+        "--compare",
+        type=Path,
+        metavar="OFFICIAL",
+        help="an official cog_levels_mapping_file.pkl (or levels.csv) to compare with",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+@friendly_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    cfg = LevelsConfig(
+        seen_file=args.seen,
+        pool_file=args.pool,
+        counts_file=args.counts,
+        counts_column=args.counts_column,
+        imagenet_root=args.imagenet_root,
+        ic=args.ic,
+        ic_file=args.ic_file,
+        ic_smoothing=args.ic_smoothing,
+        skip=tuple(args.skip_filter),
+        min_images=args.min_images,
+        exclude_subtrees=tuple(args.exclude_subtree)
+        if args.exclude_subtree is not None
+        else ("person.n.01",),
+        exclude_file=args.exclude,
+        cut=args.cut,
+        n_levels=args.levels,
+        level_size=args.level_size,
+        seed=args.seed,
+        wordnet=args.wordnet,
+    )
+    official = read_levels(args.compare) if args.compare else None
+    result = build_levels(cfg, progress=not args.quiet)
+    for w in result.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
+    print("pool size after each step:")
+    for s in result.steps:
+        flag = "" if s.applied else "  (skipped)"
+        print(f"  {s.name:<11} {s.remaining:>6}  -{s.removed:<6}{flag}")
+    print(level_summary(result).to_string(index=False))
+    if official is not None:
+        print(f"overlap with {args.compare}:")
+        print(compare_levels(result.levels, official).to_string(index=False))
+    out = write_levels(result, args.out, official, args.compare)
+    print(
+        f"wrote {out}/ (levels.csv, {len(result.levels)} levels, report.md) in "
+        f"{result.seconds:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Small file helpers shared by every cog command: checksums, wnid lists, atomic writes.
+
+Atomic writes are how cog keeps its promise that an interrupted run never leaves a
+half-written output behind: everything goes to a temporary sibling that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cog import CogError
+
+WNID_RE = re.compile(r"^n\d{8}$")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large checkpoints do not fill memory."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_wnid_list(path: str | Path) -> list[str]:
+    """Read one wnid per line (blank lines and `#` comments allowed).
+
+    Malformed and duplicate wnids raise CogError naming the file and line, because a
+    silently skipped concept would change the benchmark's definition.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CogError(f"{path}: no such file (expected one wnid such as n02084071 a line)")
+    wnids: list[str] = []
+    first_line: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            item = raw.split("#", 1)[0].strip()
+            if not item:
+                continue
+            item = item.split()[0].split(",")[0]
+            if not WNID_RE.match(item):
+                raise CogError(
+                    f"{path}:{lineno}: {item!r} is not a wnid; write 'n' followed by the "
+                    "8-digit WordNet 3.0 noun offset, e.g. n02084071"
+                )
+            if item in first_line:
+                raise CogError(
+                    f"{path}:{lineno}: duplicate wnid {item} (first on line "
+                    f"{first_line[item]}); remove one of the two lines"
+                )
+            first_line[item] = lineno
+            wnids.append(item)
+    if not wnids:
+        raise CogError(f"{path}: the file holds no wnid")
+    return wnids
+
+
+def wnid_line_numbers(path: str | Path) -> dict[str, int]:
+    """Line number of each wnid in a list file, for error messages that point at a line."""
+    out: dict[str, int] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            item = raw.split("#", 1)[0].strip()
+            if item:
+                out.setdefault(item.split()[0].split(",")[0], lineno)
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; on success it replaces `target` whole.
+
+    On any exception the temporary folder is removed and `target` is left as it was.
+    """
+    target = Path(target).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(tmp, target)
+    os.chmod(target, 0o755)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
+    """Open a temporary file beside `path` and rename it over `path` once closed cleanly."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **kwargs) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

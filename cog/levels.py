@@ -1,0 +1,556 @@
+"""Build the ImageNet-CoG levels (protocol.md section 1) and read level files.
+
+Data enters as wnid lists (seen set, pool), optional image counts and an IC source; each
+step of the protocol is a named filter that can be switched off; the eligible concepts are
+ranked by S(c) = max over seen c' of Lin(c, c') and cut into levels, L1 closest.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import cog
+from cog import CogError
+from cog.ic import (
+    InformationContent,
+    count_imagenet_root,
+    counts_ic,
+    intrinsic_ic,
+    read_ic_dat,
+    read_image_counts,
+)
+from cog.io import atomic_output_dir, read_wnid_list, sha256_file, wnid_line_numbers
+from cog.lin import LinEngine
+from cog.wordnet import NounHierarchy, load_wordnet
+
+SPLITS_DIR = Path(__file__).resolve().parent.parent / "splits"
+DEFAULT_SEEN = SPLITS_DIR / "imagenet1k_wnids.txt"
+DEFAULT_POOL = SPLITS_DIR / "imagenet21k_fall11_wnids.txt"
+DEFAULT_OUT = SPLITS_DIR / "levels"
+MAPPING_FILE = "cog_levels_mapping_file.pkl"
+FILTERS = ("seen", "ancestors", "excluded", "min_images", "leaf")
+IC_SOURCES = ("intrinsic", "counts", "file")
+CUT_RULES = ("blocks", "bins")
+
+
+@dataclass
+class LevelsConfig:
+    """Every option of a levels build; the defaults are the embedded run's."""
+
+    seen_file: Path = DEFAULT_SEEN
+    pool_file: Path = DEFAULT_POOL
+    counts_file: Path | None = None
+    counts_column: str | None = None
+    imagenet_root: Path | None = None
+    ic: str = "intrinsic"
+    ic_file: Path | None = None
+    ic_smoothing: float = 0.0
+    skip: tuple[str, ...] = ()
+    min_images: int = 782
+    exclude_subtrees: tuple[str, ...] = ("person.n.01",)
+    exclude_file: Path | None = None
+    cut: str = "blocks"
+    n_levels: int = 5
+    level_size: int = 1000
+    seed: int = 0
+    wordnet: Path | None = None
+
+    def validate(self) -> None:
+        bad = [s for s in self.skip if s not in FILTERS]
+        if bad:
+            raise CogError(f"unknown filter(s) {bad}; the filters are {list(FILTERS)}")
+        if self.ic not in IC_SOURCES:
+            raise CogError(f"unknown IC source {self.ic!r}; choose one of {list(IC_SOURCES)}")
+        if self.cut not in CUT_RULES:
+            raise CogError(f"unknown cut rule {self.cut!r}; choose one of {list(CUT_RULES)}")
+        if self.ic == "file" and self.ic_file is None:
+            raise CogError("--ic file needs --ic-file FILE.dat (an nltk-format IC file)")
+        if self.ic == "counts" and self.counts_file is None and self.imagenet_root is None:
+            raise CogError(
+                "--ic counts needs image counts: pass --counts FILE or --imagenet-root DIR"
+            )
+        if self.counts_file is not None and self.imagenet_root is not None:
+            raise CogError("pass either --counts or --imagenet-root, not both")
+        if self.n_levels < 1 or self.level_size < 1:
+            raise CogError("--levels and --level-size must be at least 1")
+
+
+@dataclass
+class Step:
+    name: str
+    description: str
+    applied: bool
+    remaining: int
+    removed: int
+
+
+@dataclass
+class LevelsResult:
+    """A built set of levels, with everything needed to write and explain it."""
+
+    config: LevelsConfig
+    levels: list[list[str]]
+    candidates: pd.DataFrame  # one row per pool concept: fate, similarity, level
+    steps: list[Step]
+    ic: InformationContent
+    ic_table: pd.DataFrame
+    image_counts: dict[str, int] | None
+    warnings: list[str] = field(default_factory=list)
+    inputs: dict[str, dict] = field(default_factory=dict)
+    wordnet_source: str = ""
+    seconds: float = 0.0
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The selected concepts, one row each, L1 first and by decreasing similarity."""
+        cols = [
+            "wnid",
+            "name",
+            "level",
+            "similarity",
+            "nearest_seen_wnid",
+            "nearest_seen_name",
+            "image_count",
+        ]
+        sel = self.candidates[self.candidates["level"] > 0]
+        return sel.sort_values(["level", "rank"])[cols].reset_index(drop=True)
+
+
+def _file_record(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    return {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
+
+
+def _load_ic(
+    cfg: LevelsConfig, h: NounHierarchy, counts: dict[str, int] | None
+) -> InformationContent:
+    if cfg.ic == "intrinsic":
+        return intrinsic_ic(h)
+    if cfg.ic == "file":
+        return read_ic_dat(cfg.ic_file, h)  # type: ignore[arg-type]
+    return counts_ic(h, counts or {}, smoothing=cfg.ic_smoothing)
+
+
+def build_levels(
+    cfg: LevelsConfig, hierarchy: NounHierarchy | None = None, progress: bool = True
+) -> LevelsResult:
+    """Run the protocol's filters, score the eligible pool by max-Lin and cut the levels."""
+    t0 = time.perf_counter()
+    cfg.validate()
+    warnings: list[str] = []
+    seen_w = read_wnid_list(cfg.seen_file)
+    pool_w = read_wnid_list(cfg.pool_file)
+    if hierarchy is None:
+        hierarchy = NounHierarchy.from_reader(load_wordnet(cfg.wordnet))
+    h = hierarchy
+    seen = h.lookup(seen_w, str(cfg.seen_file), wnid_line_numbers(cfg.seen_file))
+    pool = h.lookup(pool_w, str(cfg.pool_file), wnid_line_numbers(cfg.pool_file))
+
+    counts: dict[str, int] | None = None
+    if cfg.counts_file is not None:
+        counts = read_image_counts(cfg.counts_file, cfg.counts_column)
+    elif cfg.imagenet_root is not None:
+        counts = count_imagenet_root(cfg.imagenet_root)
+    if counts is not None:
+        missing = [w for w in pool_w if w not in counts]
+        if missing:
+            src = cfg.counts_file or cfg.imagenet_root
+            warnings.append(
+                f"{len(missing)} pool concepts have no entry in {src} and count "
+                f"as 0 images (e.g. {', '.join(missing[:3])})"
+            )
+
+    keep = np.ones(len(pool), dtype=bool)
+    dropped_by = np.array([""] * len(pool), dtype=object)
+    steps: list[Step] = [Step("pool", "the pool as read", True, len(pool), 0)]
+
+    def apply(name: str, description: str, drop: np.ndarray | None) -> None:
+        if name in cfg.skip or drop is None:
+            steps.append(Step(name, description, False, int(keep.sum()), 0))
+            return
+        hit = keep & drop
+        dropped_by[hit] = name
+        keep[hit] = False
+        steps.append(Step(name, description, True, int(keep.sum()), int(hit.sum())))
+
+    seen_set = {int(s) for s in seen}
+    apply("seen", "drop the seen concepts", np.isin(pool, seen))
+    seen_anc = set().union(*(h.ancestors[s] for s in seen)) - seen_set
+    apply("ancestors", "drop hypernyms (any depth) of seen concepts", np.isin(pool, list(seen_anc)))
+    excl_desc = "drop the subtrees of " + (", ".join(cfg.exclude_subtrees) or "(none)")
+    excl = np.zeros(len(pool), dtype=bool)
+    if cfg.exclude_subtrees and "excluded" not in cfg.skip:
+        roots = np.array([h.by_name(n) for n in cfg.exclude_subtrees])
+        excl |= h.descendants_of(roots)[pool]
+    if cfg.exclude_file is not None:
+        excl_w = read_wnid_list(cfg.exclude_file)
+        excl |= np.isin(np.array(pool_w), excl_w)
+        excl_desc += f" and the {len(excl_w)} wnids of {cfg.exclude_file}"
+    apply("excluded", excl_desc, excl)
+    img = np.array([counts.get(w, 0) for w in pool_w]) if counts is not None else None
+    if img is None and "min_images" not in cfg.skip:
+        warnings.append(
+            f"NO IMAGE COUNTS: the min_images filter (>= {cfg.min_images} images) was "
+            "skipped, so concepts too small for the 732 train + 50 test protocol may be in "
+            "the levels. Pass --counts FILE or --imagenet-root DIR to apply it."
+        )
+    apply(
+        "min_images",
+        f"keep concepts with >= {cfg.min_images} images",
+        None if img is None else img < cfg.min_images,
+    )
+    pool_set = set(pool.tolist())
+    inner = {a for p in pool for a in h.ancestors[p] if a != p} & pool_set
+    apply(
+        "leaf",
+        "keep leaves of the pool hierarchy (no hyponym at any depth is in the pool)",
+        np.isin(pool, list(inner)),
+    )
+
+    eligible = np.flatnonzero(keep)
+    if len(eligible) == 0:
+        raise CogError(
+            f"no concept of {cfg.pool_file} is left after the filters "
+            f"({_steps_line(steps)}); switch a filter off with --skip-filter"
+        )
+    needed = cfg.n_levels * cfg.level_size
+    if len(eligible) < needed:
+        raise CogError(
+            f"only {len(eligible)} eligible concepts are left ({_steps_line(steps)})"
+            f" but {cfg.n_levels} levels x {cfg.level_size} need {needed}; lower "
+            "--level-size or --levels, or switch a filter off with --skip-filter"
+        )
+
+    ic = _load_ic(cfg, h, counts)
+    engine = LinEngine(h, ic)
+    ms = engine.max_similarity(pool[eligible], seen, progress=progress)
+    bad = ~np.isfinite(ms.similarity)
+    if bad.any():
+        raise CogError(
+            f"Lin similarity is undefined for {int(bad.sum())} concepts (e.g. "
+            f"{pool_w[eligible[np.argmax(bad)]]}): the IC gives them zero count; "
+            "use --ic intrinsic or --ic-smoothing 1"
+        )
+
+    sim = np.full(len(pool), np.nan)
+    sim[eligible] = ms.similarity
+    nearest = np.full(len(pool), -1)
+    nearest[eligible] = ms.nearest
+    # Rank by decreasing similarity; ties by wnid so the order never depends on input order.
+    order = sorted(range(len(eligible)), key=lambda k: (-ms.similarity[k], pool_w[eligible[k]]))
+    ranked = eligible[order]
+    rank = np.zeros(len(pool), dtype=np.int64)
+    rank[ranked] = np.arange(1, len(ranked) + 1)
+    level = np.zeros(len(pool), dtype=np.int64)
+    for lv, members in enumerate(_cut(ranked, cfg, warnings), start=1):
+        level[members] = lv
+
+    cand = pd.DataFrame(
+        {
+            "wnid": pool_w,
+            "name": [h.lemmas[i] for i in pool],
+            "synset": [h.names[i] for i in pool],
+            "dropped_by": dropped_by,
+            "similarity": sim,
+            "rank": rank,
+            "level": level,
+            "nearest_seen_wnid": [h.wnid(n) if n >= 0 else "" for n in nearest],
+            "nearest_seen_name": [h.lemmas[n] if n >= 0 else "" for n in nearest],
+            "image_count": pd.array(img if img is not None else [None] * len(pool), dtype="Int64"),
+        }
+    )
+    levels = [
+        cand.loc[cand["level"] == lv].sort_values("rank")["wnid"].tolist()
+        for lv in range(1, cfg.n_levels + 1)
+    ]
+    used = sorted(set().union(*(h.ancestors[i] for i in np.concatenate([seen, pool[eligible]]))))
+    inputs = {
+        k: rec
+        for k, rec in {
+            "seen_file": _file_record(cfg.seen_file),
+            "pool_file": _file_record(cfg.pool_file),
+            "counts_file": _file_record(cfg.counts_file),
+            "ic_file": _file_record(cfg.ic_file),
+            "exclude_file": _file_record(cfg.exclude_file),
+        }.items()
+        if rec is not None
+    }
+    if cfg.imagenet_root is not None:
+        inputs["imagenet_root"] = {
+            "path": str(Path(cfg.imagenet_root).resolve()),
+            "synsets": len(counts or {}),
+            "images": int(sum((counts or {}).values())),
+        }
+    return LevelsResult(
+        cfg,
+        levels,
+        cand,
+        steps,
+        ic,
+        ic.table(h, np.array(used)),
+        counts,
+        warnings,
+        inputs,
+        h.source,
+        time.perf_counter() - t0,
+    )
+
+
+def _steps_line(steps: list[Step]) -> str:
+    return ", ".join(f"{s.name}: {s.remaining}" for s in steps)
+
+
+def _cut(ranked: np.ndarray, cfg: LevelsConfig, warnings: list[str]) -> list[np.ndarray]:
+    """Cut the ranked eligible concepts into levels (`blocks` or `bins`, see protocol.md)."""
+    n, size = cfg.n_levels, cfg.level_size
+    if cfg.cut == "blocks":
+        spare = len(ranked) - n * size
+        if spare:
+            warnings.append(
+                f"blocks cut: the {spare} least similar eligible concepts are in no level"
+            )
+        return [ranked[k * size : (k + 1) * size] for k in range(n)]
+    rng = np.random.default_rng(cfg.seed)
+    out = []
+    for k, b in enumerate(np.array_split(ranked, n)):
+        if len(b) < size:
+            raise CogError(
+                f"bins cut: bin {k + 1} holds {len(b)} concepts, fewer than --level-size {size}"
+            )
+        out.append(np.sort(rng.choice(len(b), size=size, replace=False)))
+        out[-1] = b[out[-1]]
+    return out
+
+
+# ---------------------------------------------------------------- reading level files
+
+
+def read_levels(path: str | Path) -> list[list[str]]:
+    """Levels as a list of wnid lists (index 0 = L1) from the authors' pickle, our
+    levels.csv, or a folder holding either."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (MAPPING_FILE, "levels.csv"):
+            if (path / name).is_file():
+                return read_levels(path / name)
+        raise CogError(f"{path}: holds neither {MAPPING_FILE} nor levels.csv")
+    if not path.is_file():
+        raise CogError(f"{path}: no such levels file")
+    if path.suffix == ".csv":
+        df = pd.read_csv(path, dtype={"wnid": str})
+        if not {"wnid", "level"} <= set(df.columns):
+            raise CogError(f"{path}: a levels CSV needs 'wnid' and 'level' columns")
+        n = int(df["level"].max())
+        levels = [df.loc[df["level"] == k, "wnid"].tolist() for k in range(1, n + 1)]
+    else:
+        try:
+            with open(path, "rb") as f:
+                levels = pickle.load(f)
+        except Exception as e:
+            raise CogError(f"{path}: not a readable pickle ({e})") from None
+        if not (
+            isinstance(levels, (list, tuple))
+            and all(isinstance(lv, (list, tuple)) for lv in levels)
+        ):
+            raise CogError(
+                f"{path}: expected a pickled list of levels, each a list of wnids "
+                f"(the authors' {MAPPING_FILE} format)"
+            )
+        levels = [[str(w) for w in lv] for lv in levels]
+    seen: dict[str, int] = {}
+    for k, lv in enumerate(levels, start=1):
+        if not lv:
+            raise CogError(f"{path}: level {k} is empty")
+        for w in lv:
+            if w in seen:
+                raise CogError(f"{path}: {w} is in level {seen[w]} and level {k}")
+            seen[w] = k
+    return levels
+
+
+def compare_levels(rebuilt: list[list[str]], official: list[list[str]]) -> pd.DataFrame:
+    """Rows: rebuilt levels; columns: how many of their concepts sit in each official level
+    (and in none), plus the overlap with the same-numbered official level."""
+    where = {w: k for k, lv in enumerate(official, start=1) for w in lv}
+    rows = []
+    for k, lv in enumerate(rebuilt, start=1):
+        row = {"level": f"L{k}", "size": len(lv)}
+        for j in range(1, len(official) + 1):
+            row[f"official L{j}"] = sum(where.get(w) == j for w in lv)
+        row["in no official level"] = sum(w not in where for w in lv)
+        same = row.get(f"official L{k}", 0)
+        row["overlap"] = same
+        row["overlap %"] = round(100.0 * same / max(len(lv), 1), 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- writing a build
+
+
+def _versions() -> dict[str, str]:
+    import matplotlib
+    import nltk
+
+    return {
+        "cog": cog.__version__,
+        "python": platform.python_version(),
+        "nltk": nltk.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "matplotlib": matplotlib.__version__,
+    }
+
+
+def write_levels(
+    result: LevelsResult,
+    out_dir: str | Path,
+    official: list[list[str]] | None = None,
+    official_path: str | Path | None = None,
+) -> Path:
+    """Write every output of a build into `out_dir`, atomically (all files or none)."""
+    from cog.report import plot_level_similarity
+
+    cfg = result.config
+    comparison = compare_levels(result.levels, official) if official is not None else None
+    with atomic_output_dir(out_dir) as tmp:
+        result.table.to_csv(tmp / "levels.csv", index=False, float_format="%.6f")
+        result.candidates.to_csv(tmp / "candidates.csv", index=False, float_format="%.6f")
+        with open(tmp / MAPPING_FILE, "wb") as f:
+            pickle.dump(result.levels, f, protocol=4)
+        result.ic_table.to_csv(tmp / "ic.tsv", sep="\t", index=False, float_format="%.10g")
+        if cfg.imagenet_root is not None and result.image_counts is not None:
+            pd.DataFrame(sorted(result.image_counts.items()), columns=["wnid", "images"]).to_csv(
+                tmp / "image_counts.tsv", sep="\t", index=False
+            )
+        plot_level_similarity(result.candidates, tmp / "similarity.png")
+        provenance = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "inputs": result.inputs,
+            "wordnet": {"version": "3.0", "source": result.wordnet_source},
+            "information_content": {"name": result.ic.name, "description": result.ic.description},
+            "steps": [asdict(s) for s in result.steps],
+            "warnings": result.warnings,
+            "levels": [
+                {"level": k, "size": len(lv)} for k, lv in enumerate(result.levels, start=1)
+            ],
+            "versions": _versions(),
+            "seconds": round(result.seconds, 2),
+        }
+        if official_path is not None:
+            provenance["compared_with"] = _file_record(Path(official_path))
+        (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        (tmp / "report.md").write_text(render_report(result, comparison, official_path))
+    return Path(out_dir)
+
+
+def _show(path: object) -> str:
+    """A path as a reader wants it in a report: relative to the current folder if inside."""
+    try:
+        return str(Path(str(path)).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def level_summary(result: LevelsResult) -> pd.DataFrame:
+    t = result.table
+    rows = []
+    for k in range(1, result.config.n_levels + 1):
+        s = t.loc[t["level"] == k, "similarity"]
+        rows.append(
+            {
+                "level": f"L{k}",
+                "concepts": len(s),
+                "max S": f"{s.max():.4f}",
+                "min S": f"{s.min():.4f}",
+                "mean S": f"{s.mean():.4f}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def render_report(
+    result: LevelsResult,
+    comparison: pd.DataFrame | None = None,
+    official_path: str | Path | None = None,
+) -> str:
+    """report.md: what was done to the pool, what each level holds, and any warnings."""
+    cfg = result.config
+    out = ["# ImageNet-CoG levels", ""]
+    if result.warnings:
+        out += ["## Warnings", ""] + [f"- **{w}**" for w in result.warnings] + [""]
+    out += [
+        "## Settings",
+        "",
+        f"- seen set: `{_show(cfg.seen_file)}`",
+        f"- pool: `{_show(cfg.pool_file)}`",
+        f"- image counts: `{_show(cfg.counts_file or cfg.imagenet_root or 'none')}`",
+        f"- information content: {result.ic.name} ({result.ic.description})",
+        f"- cut rule: `{cfg.cut}`, {cfg.n_levels} levels x {cfg.level_size} concepts"
+        + (f", seed {cfg.seed}" if cfg.cut == "bins" else ""),
+        f"- WordNet 3.0 from `{result.wordnet_source}`",
+        f"- built in {result.seconds:.1f} s",
+        "",
+        "## Pool size after each step",
+        "",
+        _md_table(
+            pd.DataFrame(
+                [
+                    {
+                        "step": s.name,
+                        "what": s.description,
+                        "applied": "yes" if s.applied else "**skipped**",
+                        "removed": s.removed,
+                        "remaining": s.remaining,
+                    }
+                    for s in result.steps
+                ]
+            )
+        ),
+        "",
+        "## Levels",
+        "",
+        "S(c) = max over seen concepts c' of Lin(c, c'); L1 is the closest to the seen set.",
+        "",
+        _md_table(level_summary(result)),
+        "",
+        "![Lin similarity per level](similarity.png)",
+        "",
+        "## Example concepts",
+        "",
+    ]
+    t = result.table
+    for k in range(1, cfg.n_levels + 1):
+        lv = t[t["level"] == k].reset_index(drop=True)
+        picks = sorted({int(np.round(x)) for x in np.linspace(0, len(lv) - 1, 5)})
+        ex = [
+            f"{lv.at[p, 'name']} ({lv.at[p, 'wnid']}, S={lv.at[p, 'similarity']:.3f}, "
+            f"nearest seen: {lv.at[p, 'nearest_seen_name']})"
+            for p in picks
+        ]
+        out.append(f"- **L{k}**: " + "; ".join(ex))
+    out.append("")
+    if comparison is not None:
+        out += [f"## Overlap with `{official_path}`", "", _md_table(comparison), ""]
+    return "\n".join(out)

@@ -1,0 +1,196 @@
+"""The builder on the real ImageNet lists and the real fall 2011 image counts."""
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cog import CogError
+from cog.cli.build_levels import main
+from cog.io import read_wnid_list
+from cog.levels import (
+    DEFAULT_POOL,
+    DEFAULT_SEEN,
+    MAPPING_FILE,
+    LevelsConfig,
+    build_levels,
+    compare_levels,
+    read_levels,
+    write_levels,
+)
+
+
+@pytest.fixture(scope="module")
+def built(hierarchy, counts_path):
+    return build_levels(LevelsConfig(counts_file=counts_path), hierarchy, progress=False)
+
+
+def test_filters_leave_the_documented_candidates(built):
+    steps = {s.name: s for s in built.steps}
+    assert steps["pool"].remaining == 21841
+    assert steps["seen"].removed == 999  # teddy (n04399382) is not an IN-21K synset
+    assert steps["leaf"].remaining == 5216  # protocol.md: 5,216 candidates
+    assert all(s.applied for s in built.steps)
+    assert [len(lv) for lv in built.levels] == [1000] * 5
+    assert any("216 least similar" in w for w in built.warnings)
+
+
+def test_levels_respect_every_rule(built, hierarchy, counts_path):
+    h = hierarchy
+    seen = h.lookup(read_wnid_list(DEFAULT_SEEN))
+    pool = set(read_wnid_list(DEFAULT_POOL))
+    forbidden = set().union(*(h.ancestors[s] for s in seen))  # seen and their ancestors
+    person = h.by_name("person.n.01")
+    counts = pd.read_csv(counts_path, sep="\t", index_col="wnid")["fall11_images"]
+    chosen = [w for lv in built.levels for w in lv]
+    assert len(set(chosen)) == 5000
+    for w in chosen:
+        i = h.index[w]
+        assert i not in forbidden
+        assert person not in h.ancestors[i]
+        assert counts[w] >= 782
+    inner = {h.wnid(a) for w in pool for a in h.ancestors[h.index[w]] if a != h.index[w]}
+    assert not inner & set(chosen)  # leaves of the IN-21K hierarchy only
+
+
+def test_similarity_falls_from_l1_to_l5(built):
+    t = built.table
+    for k in range(1, 5):
+        assert (
+            t.loc[t.level == k, "similarity"].min() >= t.loc[t.level == k + 1, "similarity"].max()
+        )
+    means = [t.loc[t.level == k, "similarity"].mean() for k in range(1, 6)]
+    assert means == sorted(means, reverse=True)
+    assert t["similarity"].between(0, 1).all()
+
+
+def test_bins_cut_is_seeded_and_spans_the_ranking(hierarchy, counts_path):
+    cfg = LevelsConfig(counts_file=counts_path, cut="bins", level_size=900, seed=3)
+    a = build_levels(cfg, hierarchy, progress=False)
+    b = build_levels(cfg, hierarchy, progress=False)
+    assert a.levels == b.levels
+    assert [len(lv) for lv in a.levels] == [900] * 5
+    c = build_levels(
+        LevelsConfig(counts_file=counts_path, cut="bins", level_size=900, seed=4),
+        hierarchy,
+        progress=False,
+    )
+    assert a.levels != c.levels
+    ranks = a.candidates.set_index("wnid")["rank"]
+    spans = [(ranks[lv].min(), ranks[lv].max()) for lv in a.levels]
+    assert all(spans[k][1] < spans[k + 1][0] for k in range(4))
+
+
+def test_without_counts_the_filter_is_skipped_loudly(hierarchy, tmp_path):
+    r = build_levels(LevelsConfig(level_size=200), hierarchy, progress=False)
+    step = next(s for s in r.steps if s.name == "min_images")
+    assert not step.applied
+    assert any("NO IMAGE COUNTS" in w for w in r.warnings)
+    write_levels(r, tmp_path / "lv")
+    assert "NO IMAGE COUNTS" in (tmp_path / "lv" / "report.md").read_text()
+
+
+def test_switching_a_filter_off_keeps_more(hierarchy, counts_path):
+    r = build_levels(
+        LevelsConfig(counts_file=counts_path, skip=("leaf",)), hierarchy, progress=False
+    )
+    assert next(s for s in r.steps if s.name == "leaf").remaining == 6840
+    assert not next(s for s in r.steps if s.name == "leaf").applied
+
+
+def test_outputs_and_comparison(built, tmp_path):
+    official = tmp_path / "self.pkl"
+    official.write_bytes(pickle.dumps(built.levels))
+    out = write_levels(
+        built, tmp_path / "levels", official=read_levels(official), official_path=official
+    )
+    files = {p.name for p in out.iterdir()}
+    assert {
+        "levels.csv",
+        MAPPING_FILE,
+        "candidates.csv",
+        "ic.tsv",
+        "provenance.json",
+        "report.md",
+        "similarity.png",
+        "similarity.svg",
+    } <= files
+    with open(out / MAPPING_FILE, "rb") as f:
+        pkl = pickle.load(f)
+    assert isinstance(pkl, list) and len(pkl) == 5 and all(len(lv) == 1000 for lv in pkl)
+    assert read_levels(out) == pkl == read_levels(out / "levels.csv")
+    csv = pd.read_csv(out / "levels.csv")
+    assert list(csv.columns) == [
+        "wnid",
+        "name",
+        "level",
+        "similarity",
+        "nearest_seen_wnid",
+        "nearest_seen_name",
+        "image_count",
+    ]
+    assert (csv["image_count"] >= 782).all()
+    cmp = compare_levels(built.levels, built.levels)
+    assert (cmp["overlap %"] == 100.0).all()
+    shifted = compare_levels(built.levels, built.levels[1:] + built.levels[:1])
+    assert (shifted["overlap"] == 0).all()
+    assert f"Overlap with `{official}`" in (out / "report.md").read_text()
+    ic = pd.read_csv(out / "ic.tsv", sep="\t")
+    assert {"wnid", "synset", "count", "ic"} <= set(ic.columns) and len(ic) > 5000
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "lines,match",
+    [
+        (["n02084071", "dog"], r"pool.txt:2: 'dog' is not a wnid"),
+        (["n02084071", "n02121808", "n02084071"], r"pool.txt:3: duplicate wnid n02084071"),
+        (["n02084071", "n99999999"], r"pool.txt:2: n99999999 is not a WordNet 3.0 noun"),
+    ],
+)
+def test_bad_pool_files_name_file_and_line(hierarchy, tmp_path, lines, match):
+    pool = _write(tmp_path / "pool.txt", lines)
+    with pytest.raises(CogError, match=match):
+        build_levels(LevelsConfig(pool_file=pool), hierarchy, progress=False)
+
+
+def test_empty_pool_and_too_few_concepts_are_errors(hierarchy, tmp_path):
+    pool = _write(tmp_path / "pool.txt", read_wnid_list(DEFAULT_SEEN)[:20])
+    with pytest.raises(CogError, match=r"no concept of .*pool.txt is left after the filters"):
+        build_levels(LevelsConfig(pool_file=pool), hierarchy, progress=False)
+    with pytest.raises(CogError, match=r"only \d+ eligible concepts .* need 25000"):
+        build_levels(LevelsConfig(level_size=5000), hierarchy, progress=False)
+
+
+def test_cli_builds_compares_and_fails_cleanly(counts_path, tmp_path, capsys):
+    out = tmp_path / "lv"
+    small = ["--levels", "3", "--level-size", "300", "--counts", str(counts_path), "-q"]
+    assert main([*small, "--out", str(out)]) == 0
+    assert len(read_levels(out / MAPPING_FILE)) == 3
+    assert main([*small, "--out", str(tmp_path / "lv2"), "--compare", str(out / MAPPING_FILE)]) == 0
+    printed = capsys.readouterr().out
+    assert "overlap with" in printed and "100.0" in printed
+    # bad input: clear error, exit 2, the previous output untouched and nothing half-written
+    before = (out / "levels.csv").read_bytes()
+    bad = _write(tmp_path / "seen.txt", ["n02084071", "n0208407"])
+    assert main([*small, "--seen", str(bad), "--out", str(out)]) == 2
+    assert "seen.txt:2: 'n0208407' is not a wnid" in capsys.readouterr().err
+    assert (out / "levels.csv").read_bytes() == before
+    assert main([*small, "--level-size", "9000", "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    bad_pkl = tmp_path / "bad.pkl"
+    bad_pkl.write_bytes(pickle.dumps({"a": 1}))
+    assert main([*small, "--out", str(out), "--compare", str(bad_pkl)]) == 2
+    assert "expected a pickled list of levels" in capsys.readouterr().err
+
+
+def test_levels_are_deterministic(built, hierarchy, counts_path):
+    again = build_levels(LevelsConfig(counts_file=counts_path), hierarchy, progress=False)
+    assert again.levels == built.levels
+    np.testing.assert_array_equal(again.table["similarity"], built.table["similarity"])
