@@ -16,7 +16,6 @@ if command -v apt-get >/dev/null 2>&1 && [ ! -f /usr/share/wordnet/data.noun ]; 
   fi
 fi
 
-$PY -m pip install -q --upgrade pip
 $PY -m pip install -q -e ".[dev]"
 # Find WordNet 3.0 now (nltk data, nltk.download, Debian) so the first real run is quiet.
 $PY -m cog.wordnet

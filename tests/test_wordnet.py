@@ -1,3 +1,4 @@
+import os
 import shutil
 
 import pytest
@@ -40,6 +41,8 @@ def test_lookup_names_file_and_line(hierarchy):
 
 def _copy_dict(reader, dest):
     root = reader.root.path if hasattr(reader.root, "path") else str(reader.root)
+    if not os.path.isdir(root):
+        pytest.skip(f"WordNet is read from {root}, not a folder this test can copy")
     shutil.copytree(root, dest)
     return dest
 

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         min_images=args.min_images,
         exclude_subtrees=tuple(args.exclude_subtree)
         if args.exclude_subtree is not None
-        else ("person.n.01",),
+        else LevelsConfig.exclude_subtrees,
         exclude_file=args.exclude,
         cut=args.cut,
         n_levels=args.levels,
