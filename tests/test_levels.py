@@ -194,3 +194,49 @@ def test_levels_are_deterministic(built, hierarchy, counts_path):
     again = build_levels(LevelsConfig(counts_file=counts_path), hierarchy, progress=False)
     assert again.levels == built.levels
     np.testing.assert_array_equal(again.table["similarity"], built.table["similarity"])
+
+
+def test_imagenet_root_counts_drive_the_min_images_filter(hierarchy, tmp_path, capsys):
+    from cog.levels import DEFAULT_POOL
+
+    pool_w = [
+        w
+        for w in read_wnid_list(DEFAULT_POOL)
+        if hierarchy.descendant_counts[hierarchy.index[w]] == 0
+    ][5000:5030]
+    root = tmp_path / "in21k"
+    for k, w in enumerate(pool_w):
+        (root / w).mkdir(parents=True)
+        for j in range(3 if k < 20 else 1):
+            (root / w / f"{w}_{j}.JPEG").write_bytes(b"\xff\xd8")
+    pool = _write(tmp_path / "pool.txt", pool_w)
+    out = tmp_path / "lv"
+    rc = main(
+        [
+            "--pool",
+            str(pool),
+            "--imagenet-root",
+            str(root),
+            "--min-images",
+            "2",
+            "--levels",
+            "2",
+            "--level-size",
+            "10",
+            "--skip-filter",
+            "excluded",
+            "-q",
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    cand = pd.read_csv(out / "candidates.csv")
+    by_min = set(cand.loc[cand["dropped_by"] == "min_images", "wnid"])
+    assert by_min and by_min <= set(pool_w[20:])
+    assert (cand.set_index("wnid").loc[pool_w[20:], "dropped_by"] != "").all()
+    assert set(cand.loc[cand["level"] > 0, "wnid"]) <= set(pool_w[:20])
+    counts = pd.read_csv(out / "image_counts.tsv", sep="\t")
+    assert dict(zip(counts["wnid"], counts["images"], strict=True))[pool_w[0]] == 3
+    prov = (out / "provenance.json").read_text()
+    assert '"imagenet_root"' in prov and '"images": 70' in prov
