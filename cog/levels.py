@@ -328,8 +328,7 @@ def _cut(ranked: np.ndarray, cfg: LevelsConfig, warnings: list[str]) -> list[np.
             raise CogError(
                 f"bins cut: bin {k + 1} holds {len(b)} concepts, fewer than --level-size {size}"
             )
-        out.append(np.sort(rng.choice(len(b), size=size, replace=False)))
-        out[-1] = b[out[-1]]
+        out.append(b[np.sort(rng.choice(len(b), size=size, replace=False))])
     return out
 
 

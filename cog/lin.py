@@ -74,18 +74,25 @@ class LinEngine:
             yield block, lcs
         bar.close()
 
+    def _similarity_blocks(
+        self, query: np.ndarray, reference: np.ndarray, chunk: int, progress: bool
+    ):
+        """Yield (start, [len(block), len(reference)] Lin similarities) block by block."""
+        ref_ic = self._values[reference]
+        pos = 0
+        for block, lcs in self._lcs_blocks(query, reference, chunk, progress):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                yield pos, 2.0 * lcs / (self._values[block][:, None] + ref_ic)
+            pos += len(block)
+
     def matrix(
         self, query: np.ndarray, reference: np.ndarray, chunk: int = 2048, progress: bool = False
     ) -> np.ndarray:
         """Lin similarity of every query node to every reference node: [len(q), len(r)]."""
         query, reference = np.asarray(query), np.asarray(reference)
         out = np.empty((len(query), len(reference)))
-        ref_ic = self._values[reference]
-        pos = 0
-        for block, lcs in self._lcs_blocks(query, reference, chunk, progress):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[pos : pos + len(block)] = 2.0 * lcs / (self._values[block][:, None] + ref_ic)
-            pos += len(block)
+        for pos, sim in self._similarity_blocks(query, reference, chunk, progress):
+            out[pos : pos + len(sim)] = sim
         return out
 
     def max_similarity(
@@ -93,15 +100,10 @@ class LinEngine:
     ) -> MaxSimilarity:
         """S(q) = max over reference r of Lin(q, r), and the argmax (first one on ties)."""
         query, reference = np.asarray(query), np.asarray(reference)
-        sim = np.empty(len(query))
+        best = np.empty(len(query))
         nearest = np.empty(len(query), dtype=np.int64)
-        ref_ic = self._values[reference]
-        pos = 0
-        for block, lcs in self._lcs_blocks(query, reference, chunk, progress):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                s = 2.0 * lcs / (self._values[block][:, None] + ref_ic)
-            arg = np.argmax(s, axis=1)
-            sim[pos : pos + len(block)] = s[np.arange(len(block)), arg]
-            nearest[pos : pos + len(block)] = reference[arg]
-            pos += len(block)
-        return MaxSimilarity(sim, nearest)
+        for pos, sim in self._similarity_blocks(query, reference, chunk, progress):
+            arg = np.argmax(sim, axis=1)
+            best[pos : pos + len(sim)] = sim[np.arange(len(sim)), arg]
+            nearest[pos : pos + len(sim)] = reference[arg]
+        return MaxSimilarity(best, nearest)
