@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -84,7 +85,7 @@ def main() -> None:
         json.dumps(
             {
                 "machine": f"{platform.machine()}, {platform.processor()}",
-                "cpus": __import__("os").cpu_count(),
+                "cpus": os.cpu_count(),
                 "results": rows,
             },
             indent=2,

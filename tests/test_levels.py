@@ -197,8 +197,6 @@ def test_levels_are_deterministic(built, hierarchy, counts_path):
 
 
 def test_imagenet_root_counts_drive_the_min_images_filter(hierarchy, tmp_path, capsys):
-    from cog.levels import DEFAULT_POOL
-
     pool_w = [
         w
         for w in read_wnid_list(DEFAULT_POOL)
