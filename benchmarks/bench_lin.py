@@ -84,7 +84,7 @@ def main() -> None:
     args.out.write_text(
         json.dumps(
             {
-                "machine": f"{platform.machine()}, {platform.processor()}",
+                "machine": platform.machine(),
                 "cpus": os.cpu_count(),
                 "results": rows,
             },
