@@ -20,6 +20,11 @@ from cog import CogError
 WNID_RE = re.compile(r"^n\d{8}$")
 
 
+def cog_home() -> Path:
+    """Root of cog's caches (features, user model cards): `$COG_HOME`, else ~/.cache/cog."""
+    return Path(os.environ.get("COG_HOME") or Path.home() / ".cache" / "cog").expanduser()
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks so large checkpoints do not fill memory."""
     h = hashlib.sha256()
