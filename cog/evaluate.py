@@ -45,6 +45,7 @@ DEFAULT_SEEDS = (22, 37, 45, 77, 93)  # == cog.probe.SEEDS (protocol section 4)
 DEFAULT_SHOTS = (1, 2, 4, 8, 16, 32, 64, 128)  # == cog.probe.FEW_SHOT_N
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
+PAIR_SEED = 0  # alignment/uniformity pair sample
 VERSIONED_PACKAGES = ("torch", "timm", "scikit-learn", "numpy", "h5py", "optuna")
 
 
@@ -112,6 +113,9 @@ class Split:
             "weights_sha256": self.attrs.get("weights_sha256"),
             "n_images": len(self.labels),
             "n_classes": len(self.classes),
+            "feature_dim": int(self.features.features.shape[1])
+            if self.features is not None
+            else None,
             "failed_images": self.failed,
             "dtype": self.attrs.get("dtype"),
             "mode": self.attrs.get("mode"),
@@ -136,16 +140,29 @@ def _now() -> str:
 
 
 def _file_record(path: Path | None) -> dict | None:
-    if path is None:
-        return None
+    return None if path is None else {"path": str(path), "sha256": sha256_file(path)}
+
+
+def _pick(path: Path, names: Sequence[str]) -> Path | None:
+    """The file a reader will use: `path` itself, or the first of `names` inside a folder."""
     path = Path(path)
     if path.is_dir():
-        return {"path": str(path), "sha256": None, "files": _dir_hashes(path)}
-    return {"path": str(path), "sha256": sha256_file(path)}
+        return next((path / n for n in names if (path / n).is_file()), None)
+    return path if path.is_file() else None
 
 
-def _dir_hashes(path: Path) -> dict[str, str]:
-    return {p.name: sha256_file(p) for p in sorted(path.iterdir()) if p.is_file()}
+def levels_file(levels: Path | None) -> Path | None:
+    """The levels file cog.data reads (`--levels`, else the shipped splits/levels/)."""
+    from cog.levels import DEFAULT_OUT, MAPPING_FILE
+
+    return _pick(levels or DEFAULT_OUT, (MAPPING_FILE, "levels.csv"))
+
+
+def splits_file(splits: Path | None) -> Path | None:
+    """The split file cog.data reads (`--splits`, else splits/cog_concepts_split_file.pkl)."""
+    from cog.splits import DEFAULT_SPLITS, SPLIT_CSV, SPLIT_FILE
+
+    return _pick(splits or DEFAULT_SPLITS, (SPLIT_FILE, SPLIT_CSV))
 
 
 def run_name(dataset: str, setting: str, n_shot: int, protocol: str) -> str:
@@ -171,11 +188,13 @@ def _stats(values: Sequence[float]) -> dict:
 
 
 def level_count(levels: Path | None) -> int:
-    if levels is None:
+    """Levels in the levels file (5 when there is none to read)."""
+    path = levels_file(levels)
+    if path is None:
         return 5
     from cog.levels import read_levels
 
-    return len(read_levels(levels))
+    return len(read_levels(path))
 
 
 def resolve_datasets(cfg: EvalConfig) -> list[str]:
@@ -245,12 +264,12 @@ def open_split(path: Path, dataset: str, split: str) -> Split:
 def check_weights(sp: Split, model: str, random_init: bool) -> None:
     """Never evaluate random weights unless asked, and never mix them with trained ones."""
     sha = sp.attrs.get("weights_sha256")
-    if random_init and sha != "random-init":
+    if random_init and not str(sha).startswith("random-init"):
         raise CogError(
             f"{sp.path}: features come from weights {sha}, not from a random init; "
             "re-extract with --random-init (delete the cache file) or drop --random-init"
         )
-    if not random_init and sha == "random-init":
+    if not random_init and str(sha).startswith("random-init"):
         raise CogError(
             f"{sp.path}: features come from a RANDOM-INIT {model}; delete this cache file so "
             "cog-eval re-extracts it with the trained weights, or pass --random-init"
@@ -402,55 +421,69 @@ class Evaluator:
 
     # ---- inputs
 
-    def _data_files(self) -> dict:
+    def _data_files(self, ds: str) -> dict:
+        """Where a dataset's images and lists came from, with the lists' sha256."""
+        cfg = self.cfg
+        if ds == "in1k":
+            return {"in1k_root": str(cfg.in1k_root) if cfg.in1k_root else None}
         return {
-            "levels": _file_record(self.cfg.levels),
-            "splits": _file_record(self.cfg.splits),
-            "in1k_root": str(self.cfg.in1k_root) if self.cfg.in1k_root else None,
-            "imagenet_root": str(self.cfg.imagenet_root) if self.cfg.imagenet_root else None,
+            "imagenet_root": str(cfg.imagenet_root) if cfg.imagenet_root else None,
+            "levels": _file_record(levels_file(cfg.levels)),
+            "splits": _file_record(splits_file(cfg.splits)),
         }
 
     def prepare(self) -> dict[str, tuple[Split, Split]]:
         """Extract missing caches, open and validate all of them (before any probe runs)."""
+        check_roots(self.cfg, self.card.name, self.datasets)
+        opened: list[Split] = []
+        try:
+            for ds in self.datasets:
+                for split in SPLITS:
+                    opened.append(self._features(ds, split))
+                train, test = opened[-2:]
+                check_pair(train, test)
+                if self.cfg.few_shot:
+                    check_shots(train, self.cfg.shots)
+                check_finite(train)
+                check_finite(test)
+        except BaseException:
+            for sp in opened:
+                sp.features.close()
+            raise
+        return {sp.dataset: (sp, opened[k + 1]) for k, sp in enumerate(opened) if k % 2 == 0}
+
+    def _features(self, ds: str, split: str) -> Split:
+        """One cache, extracted if missing, opened, and checked for the right weights."""
         from cog.extract import ensure_features
 
         cfg = self.cfg
-        check_roots(cfg, self.card.name, self.datasets)
-        pairs: dict[str, tuple[Split, Split]] = {}
-        for ds in self.datasets:
-            opened = []
-            for split in SPLITS:
-                t0 = time.perf_counter()
-                path = ensure_features(
-                    self.card.name,
-                    ds,
-                    split,
-                    cache_dir=cfg.cache_dir,
-                    in1k_root=cfg.in1k_root,
-                    imagenet_root=cfg.imagenet_root,
-                    levels=cfg.levels,
-                    splits=cfg.splits,
-                    random_init=cfg.random_init,
-                    device=cfg.device,
-                )
-                self.timings[f"features_{ds}_{split}"] = time.perf_counter() - t0
-                sp = open_split(Path(path), ds, split)
-                check_weights(sp, self.card.name, cfg.random_init)
-                if sp.failed:
-                    print(
-                        f"warning: {sp.path}: {sp.failed} image(s) could not be decoded and "
-                        "are not in the features (listed in its failed_paths)",
-                        file=sys.stderr,
-                    )
-                opened.append(sp)
-            train, test = opened
-            check_pair(train, test)
-            if cfg.few_shot:
-                check_shots(train, cfg.shots)
-            for sp in opened:
-                check_finite(sp)
-            pairs[ds] = (train, test)
-        return pairs
+        t0 = time.perf_counter()
+        path = ensure_features(
+            self.card.name,
+            ds,
+            split,
+            cache_dir=cfg.cache_dir,
+            in1k_root=cfg.in1k_root,
+            imagenet_root=cfg.imagenet_root,
+            levels=cfg.levels,
+            splits=cfg.splits,
+            random_init=cfg.random_init,
+            device=cfg.device,
+        )
+        self.timings[f"features_{ds}_{split}"] = time.perf_counter() - t0
+        sp = open_split(Path(path), ds, split)
+        try:
+            check_weights(sp, self.card.name, cfg.random_init)
+        except CogError:
+            sp.features.close()
+            raise
+        if sp.failed:
+            print(
+                f"warning: {sp.path}: {sp.failed} image(s) could not be decoded and are not "
+                "in the features (listed in its failed_paths)",
+                file=sys.stderr,
+            )
+        return sp
 
     # ---- runs
 
@@ -466,7 +499,18 @@ class Evaluator:
         """Prepare, run every (dataset, setting) and update the leaderboard; the run records."""
         t0 = time.perf_counter()
         pairs = self.prepare()
-        data = self._data_files()
+        try:
+            self._run_all(pairs)
+        finally:
+            for train, test in pairs.values():
+                train.features.close()
+                test.features.close()
+        self.timings["total"] = time.perf_counter() - t0
+        rows = [row for rec in self.records for row in leaderboard_rows(rec, self.out)]
+        update_leaderboard(self.out / "leaderboard.csv", rows)
+        return self.records
+
+    def _run_all(self, pairs: dict[str, tuple[Split, Split]]) -> None:
         tasks = self._tasks()
         n_units = sum(len(self.cfg.seeds) + (s == "all") for _, s, _ in tasks)
         with tqdm(
@@ -474,13 +518,10 @@ class Evaluator:
         ) as bar:
             for ds, setting, n in tasks:
                 train, test = pairs[ds]
-                self.records.append(self._run_one(ds, setting, n, train, test, data, bar))
-        self.timings["total"] = time.perf_counter() - t0
-        rows = [row for rec in self.records for row in leaderboard_rows(rec, self.out)]
-        update_leaderboard(self.out / "leaderboard.csv", rows)
-        return self.records
+                self.records.append(self._run_one(ds, setting, n, train, test, bar))
 
-    def _run_one(self, ds, setting, n, train, test, data, bar) -> dict:
+    def _run_one(self, ds, setting, n, train, test, bar) -> dict:
+        data = self._data_files(ds)
         cfg = self.cfg
         path = run_path(self.out, self.name, ds, setting, n, cfg.protocol)
         fp = _fingerprint(
@@ -512,6 +553,7 @@ class Evaluator:
             "zoo_name": self.card.name,
             "group": self.card.group,
             "random_init": cfg.random_init,
+            "weights_sha256": train.attrs.get("weights_sha256"),
             "dataset": ds,
             "setting": setting,
             "n_shot": n,
@@ -544,9 +586,12 @@ class Evaluator:
             rec["probe"][m] = _stats([r[m] for r in per_seed])
         if want_metrics:
             bar.set_postfix_str(f"{ds} kNN / alignment / uniformity")
-            keep = {k: v for k, v in metrics.items() if k != "knn_top1" or want_knn}
-            rec["metrics"] = keep | feature_metrics(
-                train, test, knn=want_knn and "knn_top1" not in keep, skip=set(keep)
+            rec["metrics"] = metrics | feature_metrics(
+                train,
+                test,
+                knn=want_knn and "knn_top1" not in metrics,
+                skip=set(metrics),
+                device=cfg.device,
             )
             bar.update(1)
         rec["timings"] = {
@@ -588,35 +633,48 @@ def probe_seed(
     }
 
 
-def feature_metrics(train: Split, test: Split, *, knn: bool, skip: set) -> dict:
+def feature_metrics(
+    train: Split, test: Split, *, knn: bool, skip: set, device: str = "auto"
+) -> dict:
     """kNN top-1 (percent; train as memory, test as queries) and alignment/uniformity of the
-    test features: one seed-independent value each."""
+    test features (same-class pairs; fixed pair sample): one seed-independent value each."""
     from cog import metrics
 
     out: dict = {}
     if knn:
         t0 = time.perf_counter()
-        acc = metrics.knn_accuracy(
+        s = metrics.knn_scores(
             train.features.features,
             train.labels,
             test.features.features,
             test.labels,
             k=KNN_K,
             temperature=KNN_TEMPERATURE,
+            device=device,
         )
         out["knn_top1"] = {
-            "value": 100.0 * float(acc),
-            "k": KNN_K,
+            "value": 100.0 * float(s["top1"]),
+            "top5": 100.0 * float(s["top5"]),
+            "k": int(s["k"]),
             "temperature": KNN_TEMPERATURE,
             "seconds": time.perf_counter() - t0,
         }
-    for name, fn in (("alignment", metrics.alignment), ("uniformity", metrics.uniformity)):
+    X = test.features.features
+    pairs = {"n_pairs": metrics.DEFAULT_PAIRS, "seed": PAIR_SEED}
+    for name in ("alignment", "uniformity"):
         if name in skip:
             continue
         t0 = time.perf_counter()
-        X = test.features.features
-        value = fn(X, test.labels) if name == "alignment" else fn(X)
-        out[name] = {"value": float(value), "on": "test", "seconds": time.perf_counter() - t0}
+        if name == "alignment":
+            value = metrics.alignment(X, test.labels, **pairs)
+        else:
+            value = metrics.uniformity(X, **pairs)
+        out[name] = {
+            "value": float(value),
+            "on": "test",
+            **pairs,
+            "seconds": time.perf_counter() - t0,
+        }
     return out
 
 

@@ -186,7 +186,7 @@ def make_row(
         "mean": round(mean, 6),
         "std": round(std, 6),
         "n_seeds": len(vals),
-        "seeds": ";".join(str(s) for s in seeds) if seeds is not None else NO_PROTOCOL,
+        "seeds": ";".join(str(s) for s in seeds) if seeds is not None else "",
         "values": ";".join(_fmt_float(v) for v in vals),
         "run": run,
         "cog_version": __version__,

@@ -190,7 +190,7 @@ def test_leaderboard_rows_of_a_record():
     )
     assert top1["run"] == "runs/resnet18+random-init/cog_l2_all_fast.json"
     knn = rows[2]
-    assert (knn["protocol"], knn["n_seeds"], knn["seeds"], knn["mean"]) == ("-", 1, "-", 25.0)
+    assert (knn["protocol"], knn["n_seeds"], knn["seeds"], knn["mean"]) == ("-", 1, "", 25.0)
     few = leaderboard_rows(_record("few-shot", 2, metrics=False), Path("results"))
     assert [(r["setting"], r["n_shot"], r["metric"]) for r in few] == [
         ("few-shot", 2, "top1"),

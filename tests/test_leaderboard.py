@@ -108,7 +108,7 @@ def test_seed_independent_metrics_and_few_shot_rows(tmp_path):
         ["few-shot", 2, "top1"],
     ]
     again = read_leaderboard(path)
-    assert again.loc[0, "protocol"] == "-" and again.loc[0, "seeds"] == "-"
+    assert again.loc[0, "protocol"] == "-" and again.loc[0, "seeds"] == ""
     assert again.loc[1, "mean"] == -3.5
 
 
@@ -158,3 +158,26 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         assert mine.to_dict() == {f"cog_l{k + 1}": float(k + 5) for k in range(5)}
     assert len(df[df.model == "shared"]) == 1
     assert not list(tmp_path.glob(".leaderboard.csv.tmp-*"))
+
+
+def test_cog_report_reads_what_we_write(tmp_path):
+    report = pytest.importorskip("cog.report")
+    if not hasattr(report, "read_leaderboard"):
+        pytest.skip("cog.report has no read_leaderboard yet")
+    path = tmp_path / "leaderboard.csv"
+    rand = leaderboard_model_name("resnet50", random_init=True)
+    update_leaderboard(
+        path,
+        [
+            _row(),
+            _row(model=rand),
+            _row(metric="knn_top1", values=(40.0,), seeds=None),
+            _row(setting="few-shot", n_shot=4),
+        ],
+    )
+    df = report.read_leaderboard(path)
+    assert len(df) == 4
+    assert df.set_index("model")["random_init"].groupby(level=0).first().to_dict() == {
+        "resnet50": False,
+        rand: True,
+    }
