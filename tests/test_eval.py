@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from cog.evaluate import (
     run_name,
     summary_table,
 )
+from cog.io import sha256_file
 from cog.leaderboard import COLUMNS
 
 # ---------------------------------------------------------------- parsing
@@ -206,3 +209,278 @@ def test_summary_table():
     labels = [ln.split()[0] for ln in lines[1:]]
     assert labels == ["top1", "top5", "knn_top1", "alignment", "uniformity", "top1", "top5"]
     assert "31.00 ± 1.00" in lines[1] and "N=1" in lines[-1]
+
+
+# ---------------------------------------------------------------- runs on prepared caches
+# The extractor is replaced by caches written here in the documented HDF5 layout
+# (docs/design.md), so these tests pin the orchestration alone; the smoke test below runs the
+# real extractor on generated image trees.
+
+CLASSES = {
+    "in1k": ["n01440764", "n01443537", "n01484850"],
+    "cog_l1": ["n10000001", "n10000002", "n10000003"],
+    "cog_l2": ["n20000001", "n20000002", "n20000003"],
+}
+DIM = 8
+
+
+def write_cache(path, dataset, split, *, classes=None, per_class=6, sha="random-init", seed=0):
+    import h5py
+
+    classes = CLASSES[dataset] if classes is None else classes
+    rng = np.random.default_rng([seed, split == "test"])
+    centers = np.random.default_rng(sum(map(ord, dataset))).normal(size=(len(classes), DIM)) * 3
+    y = np.repeat(np.arange(len(classes)), per_class)
+    X = np.abs(centers[y] + rng.normal(size=(len(y), DIM)) + 2).astype(np.float16)
+    paths = [f"{classes[c]}/{classes[c]}_{i}.JPEG" for i, c in enumerate(y)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["features"] = X
+        f["labels"] = y.astype(np.int64)
+        f["paths"] = np.array(paths, dtype=object).astype("S")
+        f["classes"] = np.array(classes, dtype="S")
+        f["failed_paths"] = np.array([], dtype="S1")
+        f["failed_reasons"] = np.array([], dtype="S1")
+        attrs = dict(
+            model="tiny-cnn",
+            weights_sha256=sha,
+            dataset=dataset,
+            split=split,
+            images_sha256=f"{dataset}-{split}-{len(y)}",
+            dtype="float16",
+            mode="fast",
+            cog_version="0.1.0",
+            complete=True,
+        )
+        f.attrs.update(attrs)
+    return path
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    """Caches for in1k, cog_l1, cog_l2; the zoo and extractor are stand-ins that count calls."""
+    import importlib
+    import sys
+    import types
+
+    from cog.synthetic import TinyCard
+
+    monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
+    cache = tmp_path / "features"
+
+    def cache_path(model, dataset, split, cache_dir=None):
+        return Path(cache_dir or cache) / model / f"{dataset}_{split}.h5"
+
+    calls = []
+
+    def ensure_features(model, dataset, split, **kw):
+        calls.append((model, dataset, split, kw["random_init"]))
+        p = cache_path(model, dataset, split, kw.get("cache_dir"))
+        if not p.exists():
+            write_cache(p, dataset, split)
+        return p
+
+    def get_card(name):
+        if name != "tiny-cnn":
+            raise CogError(f"unknown model {name!r}")
+        return TinyCard()
+
+    for modname, attrs in (
+        ("cog.extract", {"cache_path": cache_path, "ensure_features": ensure_features}),
+        ("cog.zoo", {"get_card": get_card}),
+    ):
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            mod = types.ModuleType(modname)
+            monkeypatch.setitem(sys.modules, modname, mod)
+        for k, v in attrs.items():
+            monkeypatch.setattr(mod, k, v, raising=False)
+    levels = tmp_path / "cog_levels_mapping_file.pkl"
+    levels.write_bytes(pickle.dumps([CLASSES["cog_l1"], CLASSES["cog_l2"]]))
+    splits = tmp_path / "cog_concepts_split_file.pkl"
+    splits.write_bytes(pickle.dumps({}))
+    out = tmp_path / "results"
+    args = [
+        "tiny-cnn",
+        "--in1k-root",
+        str(tmp_path),
+        "--imagenet-root",
+        str(tmp_path),
+        "--levels",
+        str(levels),
+        "--splits",
+        str(splits),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--seeds",
+        "22,37",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    return types.SimpleNamespace(
+        tmp=tmp_path, cache=cache, out=out, args=args, calls=calls, cache_path=cache_path
+    )
+
+
+def test_full_run_writes_runs_and_leaderboard(prepared, capsys):
+    code = main([*prepared.args, "--few-shot", "--shots", "1,2", "--random-init"])
+    assert code == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "tiny-cnn+random-init (RANDOM-INIT weights)" in text and "cog_l2" in text
+    model = "tiny-cnn+random-init"
+    runs = prepared.out / "runs" / model
+    names = sorted(p.name for p in runs.glob("*.json"))
+    expect = sorted(
+        f"{ds}_{s}_fast.json" for ds in CLASSES for s in ("all", "few-shot_n1", "few-shot_n2")
+    )
+    assert names == expect
+    assert not list(runs.glob(".*"))  # no partial files left behind
+
+    rec = json.loads((runs / "cog_l1_all_fast.json").read_text())
+    assert rec["complete"] and rec["random_init"] and rec["weights_sha256"] == "random-init"
+    assert rec["seeds"] == [22, 37] and set(rec["probe"]["per_seed"]) == {"22", "37"}
+    for s in rec["probe"]["per_seed"].values():
+        assert 0 <= s["top1"] <= 100 and s["best_params"] and s["n_train"] == 18
+    assert set(rec["metrics"]) == {"knn_top1", "alignment", "uniformity"}
+    assert rec["data"]["train"]["images_sha256"] == "cog_l1-train-18"
+    assert rec["data"]["levels"]["sha256"] == sha256_file(
+        prepared.tmp / "cog_levels_mapping_file.pkl"
+    )
+    assert rec["data"]["splits"]["sha256"] == sha256_file(
+        prepared.tmp / "cog_concepts_split_file.pkl"
+    )
+    assert set(rec["versions"]) >= {"cog", "torch", "timm", "scikit-learn"}
+    assert rec["versions"]["torch"] and rec["timings"]["probe_seconds"] > 0
+    few = json.loads((runs / "cog_l2_few-shot_n2_fast.json").read_text())
+    assert few["n_shot"] == 2 and few["metrics"] == {}
+    assert all(s["n_train"] == 6 for s in few["probe"]["per_seed"].values())
+    in1k = json.loads((runs / "in1k_all_fast.json").read_text())
+    assert "levels" not in in1k["data"]  # in1k runs do not depend on the level files
+
+    lb = pd.read_csv(prepared.out / "leaderboard.csv", keep_default_na=False)
+    assert list(lb.columns) == list(COLUMNS)
+    # per dataset: all (top1, top5, knn, alignment, uniformity) + 2 N x (top1, top5)
+    assert len(lb) == 3 * 9 and set(lb["model"]) == {model}
+    keys = set(zip(lb.dataset, lb.setting, lb.n_shot, lb.metric, lb.protocol, strict=True))
+    assert ("cog_l2", "few-shot", 1, "top5", "fast") in keys
+    assert ("in1k", "all", 0, "knn_top1", "-") in keys
+    row = lb[(lb.dataset == "cog_l1") & (lb.setting == "all") & (lb.metric == "top1")].iloc[0]
+    vals = [rec["probe"]["per_seed"][s]["top1"] for s in ("22", "37")]
+    assert row["seeds"] == "22;37" and row["mean"] == pytest.approx(np.mean(vals), abs=1e-4)
+    assert row["run"] == f"runs/{model}/cog_l1_all_fast.json"
+    assert (prepared.out / row["run"]).is_file()
+    assert all(c[3] for c in prepared.calls) and len(prepared.calls) == 6
+
+
+def test_rerun_reuses_and_force_redoes(prepared, monkeypatch, capsys):
+    import cog.evaluate as ev
+
+    assert main([*prepared.args, "--random-init", "--datasets", "cog_l1"]) == 0
+    path = prepared.out / "runs" / "tiny-cnn+random-init" / "cog_l1_all_fast.json"
+    before = path.read_bytes()
+    fits = []
+    real = ev.probe_seed
+    monkeypatch.setattr(ev, "probe_seed", lambda *a, **k: fits.append(k["seed"]) or real(*a, **k))
+    assert main([*prepared.args, "--random-init", "--datasets", "cog_l1"]) == 0
+    assert fits == [] and path.read_bytes() == before
+    assert "0 written, 1 reused" in capsys.readouterr().out
+    # one more seed: only that seed is fitted, the others are kept
+    assert (
+        main([*prepared.args, "--random-init", "--datasets", "cog_l1", "--seeds", "22,37,45"]) == 0
+    )
+    assert fits == [45]
+    rec = json.loads(path.read_text())
+    assert rec["seeds"] == [22, 37, 45]
+    assert main([*prepared.args, "--random-init", "--datasets", "cog_l1", "--force"]) == 0
+    assert fits == [45, 22, 37]
+
+
+def test_interrupted_run_resumes_from_finished_seeds(prepared, monkeypatch):
+    import cog.evaluate as ev
+
+    real = ev.probe_seed
+    fits = []
+
+    def flaky(*a, **k):
+        if len(fits) == 1:
+            fits.append("interrupted")
+            raise KeyboardInterrupt
+        fits.append(k["seed"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(ev, "probe_seed", flaky)
+    args = [*prepared.args, "--random-init", "--datasets", "cog_l1", "--no-knn"]
+    assert main(args) == 130
+    runs = prepared.out / "runs" / "tiny-cnn+random-init"
+    assert not (runs / "cog_l1_all_fast.json").exists()
+    partial = runs / ".cog_l1_all_fast.partial.json"
+    assert set(json.loads(partial.read_text())["probe"]["per_seed"]) == {"22"}
+    assert not (prepared.out / "leaderboard.csv").exists()
+    assert main(args) == 0
+    assert fits == [22, "interrupted", 37]
+    assert not partial.exists()
+    rec = json.loads((runs / "cog_l1_all_fast.json").read_text())
+    assert set(rec["probe"]["per_seed"]) == {"22", "37"} and "knn_top1" not in rec["metrics"]
+
+
+def _bad(prepared, capsys, extra, match):
+    lb = prepared.out / "leaderboard.csv"
+    before = lb.read_bytes()
+    assert main([*prepared.args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert lb.read_bytes() == before
+
+
+def test_bad_inputs_exit_2_and_leave_the_leaderboard_untouched(prepared, capsys):
+    import h5py
+
+    assert main([*prepared.args, "--random-init", "--datasets", "cog_l1"]) == 0
+    capsys.readouterr()
+    model = "tiny-cnn"
+    cp = prepared.cache_path
+    # unknown model
+    args = prepared.args.copy()
+    args[0] = "no-such-model"
+    before = (prepared.out / "leaderboard.csv").read_bytes()
+    assert main([*args, "--random-init"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+    assert (prepared.out / "leaderboard.csv").read_bytes() == before
+    # too few images for N (6 per class)
+    _bad(
+        prepared,
+        capsys,
+        ["--random-init", "--few-shot", "--shots", "1,7"],
+        r"fewer than 7 training images.*drop N=7",
+    )
+    # random weights not asked for
+    _bad(prepared, capsys, ["--datasets", "cog_l1"], r"RANDOM-INIT")
+    # class sets differ
+    write_cache(
+        cp(model, "cog_l2", "test", prepared.cache),
+        "cog_l2",
+        "test",
+        classes=[*CLASSES["cog_l2"][:2], "n20000009"],
+    )
+    _bad(prepared, capsys, ["--random-init"], r"class sets of .*only in train: n20000003")
+    # NaN / inf features
+    write_cache(cp(model, "cog_l2", "test", prepared.cache), "cog_l2", "test")
+    with h5py.File(cp(model, "in1k", "train", prepared.cache), "a") as f:
+        f["features"][4, 1] = np.inf
+    _bad(prepared, capsys, ["--random-init"], r"in1k_train\.h5: feature row 4 .*NaN or inf")
+    # missing roots: a root that does not exist, and a root needed for a missing cache
+    _bad(
+        prepared,
+        capsys,
+        ["--random-init", "--imagenet-root", str(prepared.tmp / "nope")],
+        r"--imagenet-root .*nope: no such folder",
+    )
+    i = args.index("--in1k-root")
+    no_root = [*prepared.args[:i], *prepared.args[i + 2 :]]
+    assert main([*no_root, "--random-init", "--cache-dir", str(prepared.tmp / "empty")]) == 2
+    assert "pass --in1k-root DIR" in capsys.readouterr().err
+    assert (prepared.out / "leaderboard.csv").read_bytes() == before
