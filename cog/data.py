@@ -1,0 +1,241 @@
+"""Image lists for every dataset and split, and decoding that survives ImageNet's odd files.
+
+Class order is the protocol's: classes sorted by wnid (or folder name), label = index in that
+order, files sorted. Decoding handles CMYK, grayscale, palette and RGBA images, PNG (or other)
+content under a .JPEG name and truncated files; what still cannot be read is reported by the
+caller, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from cog import CogError
+from cog.io import WNID_RE
+from cog.splits import list_class_images, read_split_file
+
+DATASETS = ("in1k", "cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5")
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageList:
+    """An ordered, labelled list of image files under `root`.
+
+    `name` and `split` say which dataset it is (written into the feature cache).
+    """
+
+    root: Path
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    name: str = ""
+    split: str = ""
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.paths) != len(self.labels):
+            raise CogError(f"{self.root}: {len(self.paths)} paths but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def sha256(self) -> str:
+        """Hash of the ordered path list: a cache is only reused for the same images."""
+        h = hashlib.sha256()
+        for p in self.paths:
+            h.update(p.encode("utf-8") + b"\n")
+        return h.hexdigest()
+
+    def subset(self, idx: np.ndarray | list[int]) -> ImageList:
+        idx = np.asarray(idx, dtype=np.int64)
+        return ImageList(
+            self.root,
+            [self.paths[i] for i in idx],
+            self.labels[idx],
+            self.classes,
+            self.name,
+            self.split,
+        )
+
+
+def _from_class_lists(
+    root: Path, per_class: dict[str, list[str]], name: str, split: str
+) -> ImageList:
+    classes = sorted(per_class)
+    paths: list[str] = []
+    labels: list[int] = []
+    for k, c in enumerate(classes):
+        files = sorted(per_class[c])
+        paths += files
+        labels += [k] * len(files)
+    return ImageList(root, paths, np.asarray(labels, dtype=np.int64), classes, name, split)
+
+
+def image_folder(
+    root: str | Path, *, name: str = "", split: str = "", require_wnids: bool = False
+) -> ImageList:
+    """Any folder with one subfolder per class (sorted), its image files sorted.
+
+    An empty class folder is an error: it would silently shift no labels but drop a class.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CogError(f"{root}: no such folder (expected one subfolder of images per class)")
+    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if not subdirs:
+        raise CogError(f"{root}: no class subfolders inside (expected <class>/<image> files)")
+    if require_wnids:
+        bad = [d for d in subdirs if not WNID_RE.match(d)]
+        if bad:
+            raise CogError(
+                f"{root}: folder(s) {bad[:5]} are not wnids; an ImageNet split folder holds "
+                "only <wnid>/ class folders (move other folders out)"
+            )
+    per_class = {d: list_class_images(root / d, root) for d in subdirs}
+    empty = [d for d, f in per_class.items() if not f]
+    if empty:
+        raise CogError(
+            f"{root}: class folder(s) {empty[:5]} hold no image files; remove them or add images"
+        )
+    return _from_class_lists(root, per_class, name or str(root), split)
+
+
+def in1k_images(in1k_root: str | Path, split: str) -> ImageList:
+    """ImageNet-1K `<root>/train/<wnid>/*` or (split "test" = the official val set)
+    `<root>/val/<wnid>/*`. Paths are relative to `<root>`."""
+    root = Path(in1k_root)
+    sub = {"train": "train", "test": "val", "val": "val"}.get(split)
+    if sub is None:
+        raise CogError(f"unknown split {split!r} for in1k; choose train or test (= val)")
+    folder = root / sub
+    if not folder.is_dir():
+        raise CogError(f"{folder}: no such folder; --in1k-root must hold train/ and val/")
+    flat = [e.name for e in os.scandir(folder) if e.is_file()][:1]
+    if flat and not any(e.is_dir() for e in os.scandir(folder)):
+        raise CogError(
+            f"{folder}: validation images are not in <wnid>/ class folders (e.g. {flat[0]}); "
+            "sort them into class folders first (the usual valprep.sh step)"
+        )
+    lst = image_folder(
+        folder, name="in1k", split="test" if sub == "val" else "train", require_wnids=True
+    )
+    lst.paths = [f"{sub}/{p}" for p in lst.paths]
+    lst.root = root
+    return lst
+
+
+def cog_images(
+    level: int,
+    split: str,
+    imagenet_root: str | Path,
+    levels: str | Path | list[list[str]] | None = None,
+    splits: str | Path | dict | None = None,
+) -> ImageList:
+    """Images of CoG level `level` (1..5) from the split file; paths relative to the
+    ImageNet-21K root. Concepts sorted by wnid; files sorted."""
+    from cog.levels import DEFAULT_OUT, read_levels
+
+    if split not in SPLITS:
+        raise CogError(f"unknown split {split!r}; choose train or test")
+    root = Path(imagenet_root)
+    if not root.is_dir():
+        raise CogError(f"{root}: no such folder; pass --imagenet-root (the ImageNet-21K root)")
+    lv = levels if isinstance(levels, list) else read_levels(levels or DEFAULT_OUT)
+    if not 1 <= level <= len(lv):
+        raise CogError(f"level {level} does not exist: the levels file has {len(lv)} levels")
+    sp = splits if isinstance(splits, dict) else read_split_file(splits)
+    wnids = sorted(lv[level - 1])
+    missing = [w for w in wnids if w not in sp]
+    if missing:
+        raise CogError(
+            f"{len(missing)} concept(s) of level {level} are not in the split file "
+            f"(e.g. {', '.join(missing[:5])}); pass the split file made for these levels "
+            "(--splits) or rebuild it with cog-build-splits"
+        )
+    per_class = {w: list(sp[w][split]) for w in wnids}
+    return _from_class_lists(root, per_class, f"cog_l{level}", split)
+
+
+def dataset_images(
+    dataset: str,
+    split: str,
+    *,
+    in1k_root: str | Path | None = None,
+    imagenet_root: str | Path | None = None,
+    levels: str | Path | None = None,
+    splits: str | Path | None = None,
+) -> ImageList:
+    """The ImageList of a benchmark dataset ("in1k", "cog_l1".."cog_l5") and split
+    ("train" | "test"; the in1k test split is the official validation set)."""
+    if dataset not in DATASETS:
+        raise CogError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    if split not in SPLITS:
+        raise CogError(f"unknown split {split!r}; choose train or test")
+    if dataset == "in1k":
+        if in1k_root is None:
+            raise CogError("dataset in1k needs --in1k-root (the folder holding train/ and val/)")
+        return in1k_images(in1k_root, split)
+    if imagenet_root is None:
+        raise CogError(f"dataset {dataset} needs --imagenet-root (the ImageNet-21K root)")
+    return cog_images(int(dataset[-1]), split, imagenet_root, levels, splits)
+
+
+# ------------------------------------------------------------------ decoding
+
+
+@contextlib.contextmanager
+def _load_truncated():
+    old = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = old
+
+
+def _open(path: Path, draft_short: int | None) -> Image.Image:
+    img = Image.open(path)
+    if draft_short and img.format == "JPEG":
+        w, h = img.size
+        scale = draft_short / min(w, h)
+        if scale < 0.5:  # DCT scaling only helps when at least a halving keeps the target
+            img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+    img.load()
+    return img
+
+
+def decode_image(path: str | Path, draft_short: int | None = None) -> tuple[Image.Image, str]:
+    """Decode any image file to RGB; returns (image, note), note "" for a plain RGB file.
+
+    `draft_short`: let libjpeg-turbo decode a JPEG at 1/2, 1/4 or 1/8 scale, the smallest
+    whose shorter side is still >= draft_short (PIL draft mode). Truncated files are decoded
+    as far as they go (note "truncated"). Raises the decoder's exception when unreadable.
+    """
+    path = Path(path)
+    notes = []
+    try:
+        img = _open(path, draft_short)
+    except OSError as e:
+        if "truncated" not in str(e):
+            raise
+        with _load_truncated():
+            img = _open(path, draft_short)
+        notes.append("truncated: decoded the readable part")
+    if img.format and path.suffix.lower() in (".jpeg", ".jpg") and img.format != "JPEG":
+        notes.append(f"{img.format} content under a {path.suffix} name")
+    if img.mode != "RGB":
+        notes.append(f"{img.mode} converted to RGB")
+        if img.mode == "P" and "transparency" in img.info:
+            img = img.convert("RGBA")
+        img = img.convert("RGB")
+    return img, "; ".join(notes)

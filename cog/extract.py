@@ -1,0 +1,824 @@
+"""Images -> HDF5 feature cache: fast, resumable after any kill, sharded under torchrun.
+
+How a run survives being killed: the image list is cut into fixed segments (a multiple of the
+batch size); each finished segment is written to its own small HDF5 file in `<out>.parts/`
+and renamed into place, so a SIGKILL loses at most the segments in flight. A re-run reads
+`meta.json` there, refuses it if the settings differ, and processes only the missing
+segments with the same batches, so the features are identical to an uninterrupted run. When
+all segments exist, rank 0 merges them into the one cache file (temp file + rename, the
+`complete` attribute written last). Under torchrun every rank takes every WORLD_SIZE-th
+segment; a different world size can resume a run.
+
+Fast mode (default) lets libjpeg-turbo decode large JPEGs at 1/2, 1/4 or 1/8 scale (PIL draft
+mode, never below the resize target), then applies the card's resize and crop to uint8 and
+normalizes on the device; `exact=True` applies the card's exact transform to the full image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+import cog
+from cog import CogError
+from cog.data import ImageList, dataset_images, decode_image
+from cog.io import cog_home, sha256_file
+
+DTYPES = ("float16", "float32")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SEGMENT_IMAGES = 8192
+CPU_BATCH, CUDA_BATCH = 32, 256
+#: attributes that must match for a cache (or a partial run) to be reused
+STRICT = (
+    "model",
+    "card",
+    "weights_sha256",
+    "preprocess",
+    "mode",
+    "dtype",
+    "dataset",
+    "split",
+    "images_sha256",
+)
+
+
+def cache_path(model: str, dataset: str, split: str, cache_dir: str | Path | None = None) -> Path:
+    """`<cache_dir>/<model>/<dataset>_<split>.h5`; cache_dir defaults to $COG_HOME/features."""
+    base = Path(cache_dir) if cache_dir is not None else cog_home() / "features"
+    return base / model / f"{dataset}_{split}.h5"
+
+
+# ------------------------------------------------------------------ settings and checks
+
+
+def _jsonable(obj) -> object:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json.loads(json.dumps(dataclasses.asdict(obj), default=str))
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _settings(backbone, images: ImageList, exact: bool, dtype: str) -> dict[str, str]:
+    return _card_settings(backbone.card, backbone.weights_sha256, images, exact, dtype)
+
+
+def _card_settings(
+    card, weights_sha256: str, images: ImageList, exact: bool, dtype: str
+) -> dict[str, str]:
+    card_d = card.to_dict()
+    pre = card_d.get("preprocess") if isinstance(card_d, dict) else None
+    return {
+        "model": str(card.name),
+        "card": json.dumps(card_d, sort_keys=True),
+        "weights_sha256": str(weights_sha256),
+        "preprocess": json.dumps(
+            pre if pre is not None else _jsonable(card.preprocess), sort_keys=True
+        ),
+        "mode": "exact" if exact else "fast",
+        "dtype": dtype,
+        "dataset": images.name,
+        "split": images.split,
+        "images_sha256": images.sha256(),
+    }
+
+
+def _short(v: object) -> str:
+    s = str(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _mismatch(old: dict, new: dict, precision: str | None = None) -> list[str]:
+    diff = [
+        f"{k}: {_short(old.get(k))} here, {_short(new[k])} asked"
+        for k in STRICT
+        if str(old.get(k)) != str(new[k])
+    ]
+    if precision and old.get("precision") not in (None, precision):
+        diff.append(f"precision: {old.get('precision')} here, {precision} asked")
+    return diff
+
+
+def _stale_error(where: Path, diff: list[str], what: str) -> CogError:
+    return CogError(
+        f"{where}: {what} made with other settings ({'; '.join(diff)}); pass --overwrite "
+        "(overwrite=True) to replace it, or write to another path (--cache-dir / --out)"
+    )
+
+
+def _existing_attrs(path: Path) -> dict | None:
+    """Attributes as stored (JSON ones kept as text, to compare with `_settings`)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return {k: v.decode() if isinstance(v, bytes) else v for k, v in h5.attrs.items()}
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def _atomic_h5(out: Path):
+    """An HDF5 file written beside `out`, its `complete` attribute set last, then renamed
+    over `out`: readers never see a half-written cache."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as h5:
+            yield h5
+            h5.attrs["complete"] = True
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+# ------------------------------------------------------------------ distributed
+
+
+@dataclasses.dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+    created: bool = False
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def _dist_setup() -> _Dist:
+    """torchrun sets RANK/WORLD_SIZE; coordination uses gloo (CPU) with a long timeout,
+    since ranks meet only at the start and before the merge."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(local_rank=local)
+    import torch.distributed as dist
+
+    created = False
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", timeout=timedelta(days=2))
+        created = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), local, local_world, created)
+
+
+def _device(device: str, d: _Dist) -> torch.device:
+    if device == "auto":
+        device = f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CogError(f"device {device} asked but CUDA is not available; use --device cpu")
+        if dev.index is None:
+            dev = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _precision(precision: str, dev: torch.device, card=None) -> str:
+    """auto: fp32 on CPU; on CUDA the card's float16 if it asks for it (CLIP), else bf16."""
+    if precision not in PRECISIONS:
+        raise CogError(f"unknown precision {precision!r}; choose one of {list(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if dev.type == "cuda":
+        if getattr(card, "precision", None) == "float16" or not torch.cuda.is_bf16_supported():
+            return "fp16"
+        return "bf16"
+    return "fp32"
+
+
+def default_workers(dev: torch.device, local_world: int = 1) -> int:
+    """Decoding processes per rank: all spare cores on GPU, half of them on CPU (the model
+    needs the rest)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    per_rank = max(1, cpus // max(1, local_world))
+    if dev.type == "cuda":
+        return min(16, max(1, per_rank - 1))
+    return max(1, per_rank // 2)
+
+
+# ------------------------------------------------------------------ preprocessing
+
+
+class _Pipeline:
+    """Turns a decoded RGB image into the model input.
+
+    exact: the backbone's own transform on the full-size image. fast: JPEG draft decoding,
+    then resize + crop to a uint8 tensor (4x less to copy); `normalize` finishes on the device.
+    """
+
+    def __init__(self, backbone, exact: bool) -> None:
+        from torchvision import transforms as T
+
+        pre = backbone.card.preprocess
+        self.exact = exact
+        self.transform = backbone.transform
+        self.mean = torch.tensor(pre.mean, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(pre.std, dtype=torch.float32).view(1, 3, 1, 1) * 255
+        self.bgr = str(getattr(pre, "channel_order", "RGB")).upper() == "BGR"
+        self.draft = None if exact or not pre.resize else int(pre.resize)
+        self.crop_side = int(pre.resize or pre.crop)
+        self.uint8 = None
+        if not exact:
+            steps = []
+            if pre.resize:
+                mode = T.InterpolationMode(str(pre.interpolation).lower())
+                steps.append(T.Resize(int(pre.resize), interpolation=mode))
+            self.uint8 = T.Compose([*steps, T.CenterCrop(int(pre.crop)), T.PILToTensor()])
+        self.blank = self._blank()
+
+    def _blank(self) -> torch.Tensor:
+        """What a failed image contributes to its batch (its row is then discarded)."""
+        side = int(self.draft or self.crop_side)
+        return self(Image.new("RGB", (side, side)))
+
+    def use_transform(self) -> None:
+        """Fast mode with the card's own transform after draft decoding."""
+        self.uint8 = None
+        self.blank = self._blank()
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.uint8(img) if self.uint8 is not None else self.transform(img)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Finish a batch on the device (fast mode: uint8 -> normalized float)."""
+        if x.dtype != torch.uint8:
+            return x
+        x = (x.float() - self.mean.to(x.device)) / self.std.to(x.device)
+        return x.flip(1) if self.bgr else x
+
+    def agrees_with_transform(self, images: ImageList, tries: int = 5) -> bool:
+        """Check on real images that the uint8 path equals the card's transform; if the
+        transform does something the card's fields do not describe, fall back to it."""
+        if self.uint8 is None:
+            return True
+        for p in images.paths[:tries]:
+            try:
+                img, _ = decode_image(images.root / p)
+            except Exception:  # an unreadable file is simply not a sample here
+                continue
+            ours = self.normalize(self.uint8(img)[None])[0]
+            ref = self.transform(img)
+            return ours.shape == ref.shape and float((ours - ref).abs().max()) < 1e-3
+        return True
+
+
+class _Images(Dataset):
+    def __init__(self, images: ImageList, pipeline: _Pipeline) -> None:
+        self.root, self.paths, self.pipeline = images.root, images.paths, pipeline
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            img, note = decode_image(self.root / self.paths[i], self.pipeline.draft)
+            return self.pipeline(img), i, note, ""
+        except Exception as e:  # any decoder failure is recorded, never raised or dropped
+            return self.pipeline.blank, i, "", f"{type(e).__name__}: {e}"
+
+
+# ------------------------------------------------------------------ the run
+
+
+def _plan(n: int, segment: int, batch: int, done: set[int], d: _Dist) -> list[list[int]]:
+    """Batches (lists of image indices) of this rank's missing segments, aligned to the
+    segment grid so a resumed run forms exactly the same batches."""
+    out = []
+    for k, a in enumerate(range(0, n, segment)):
+        if a in done or k % d.world != d.rank:
+            continue
+        e = min(a + segment, n)
+        out += [list(range(b, min(b + batch, e))) for b in range(a, e, batch)]
+    return out
+
+
+def _part_name(start: int) -> str:
+    return f"seg_{start:010d}.h5"
+
+
+def _done_segments(parts: Path) -> set[int]:
+    return {int(p.name[4:14]) for p in parts.glob("seg_*.h5")} if parts.is_dir() else set()
+
+
+def _write_part(parts: Path, start: int, buf: dict, dtype: str, dim: int) -> None:
+    feats = np.concatenate(buf["features"]) if buf["features"] else np.zeros((0, dim))
+    s = h5py.string_dtype()
+    with _atomic_h5(parts / _part_name(start)) as h5:
+        h5.create_dataset("features", data=feats.astype(dtype))
+        h5.create_dataset("index", data=np.asarray(buf["index"], dtype=np.int64))
+        h5.create_dataset("failed_index", data=np.asarray(buf["failed"], dtype=np.int64))
+        h5.create_dataset("failed_reasons", data=np.asarray(buf["failed_reasons"], dtype=s))
+        h5.create_dataset("repaired_index", data=np.asarray(buf["repaired"], dtype=np.int64))
+        h5.create_dataset("repaired_reasons", data=np.asarray(buf["repaired_reasons"], dtype=s))
+
+
+def _new_buffer() -> dict:
+    keys = ("features", "index", "failed", "failed_reasons", "repaired", "repaired_reasons")
+    return {k: [] for k in keys}
+
+
+class _Forward:
+    """Runs the model under inference mode and autocast; on CUDA out-of-memory it halves the
+    micro-batch and retries, so the automatic batch size never kills a long run."""
+
+    def __init__(self, model, dev: torch.device, precision: str) -> None:
+        self.model, self.dev = model, dev
+        self.amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        self.micro: int | None = None
+        # a model already cast to half (zoo cards with precision float16) takes half inputs
+        dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+        self.input_dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out, i = [], 0
+        while i < len(x):
+            mb = self.micro or len(x)
+            chunk = x[i : i + mb].to(self.input_dtype).contiguous(memory_format=torch.channels_last)
+            try:
+                with (
+                    torch.autocast(self.dev.type, dtype=self.amp)
+                    if self.amp
+                    else contextlib.nullcontext()
+                ):
+                    y = self.model(chunk)
+            except torch.cuda.OutOfMemoryError:
+                if mb == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.micro = max(1, mb // 2)
+                tqdm.write(f"CUDA out of memory: model batch lowered to {self.micro}")
+                continue
+            out.append(y.float())
+            i += len(chunk)
+        return torch.cat(out)
+
+
+def extract(
+    backbone,
+    images: ImageList,
+    out: str | Path,
+    *,
+    exact: bool = False,
+    dtype: str = "float16",
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    precision: str = "auto",
+    overwrite: bool = False,
+    segment: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Extract `backbone` features of `images` into the HDF5 cache `out` and return `out`.
+
+    A complete cache with the same settings is returned as is; one with other settings is
+    an error unless `overwrite`. A partial run left by a kill is resumed. Under torchrun
+    (WORLD_SIZE > 1) each rank extracts its share and rank 0 writes `out`.
+    `precision`: auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.
+    `segment`: images per resumable unit (rounded up to a multiple of the batch size).
+    """
+    t0 = time.perf_counter()
+    out = Path(out)
+    if dtype not in DTYPES:
+        raise CogError(f"unknown feature dtype {dtype!r}; choose one of {list(DTYPES)}")
+    if len(images) == 0:
+        raise CogError(f"{images.root}: the image list is empty; nothing to extract")
+    d = _dist_setup()
+    try:
+        dev = _device(device, d)
+        prec = _precision(precision, dev, backbone.card)
+        settings = _settings(backbone, images, exact, dtype)
+        asked = None if precision == "auto" else prec
+        parts = out.with_name(out.name + ".parts")
+        # read-only checks first: every rank sees the same files and raises the same error
+        if out.exists():
+            old = _existing_attrs(out)
+            diff = (
+                ["unreadable or incomplete file"]
+                if not old or not old.get("complete")
+                else (_mismatch(old, settings, asked))
+            )
+            if not diff:
+                if d.rank == 0 and progress:
+                    print(f"{out}: up to date, nothing to do", file=sys.stderr)
+                return out
+            if not overwrite:
+                raise _stale_error(out, diff, "a feature cache")
+        meta_path = parts / "meta.json"
+        if meta_path.is_file() and not overwrite:
+            meta = json.loads(meta_path.read_text())
+            diff = _mismatch(meta["settings"], settings, asked)
+            if meta.get("precision") != prec and asked:
+                diff.append(f"precision: {meta.get('precision')} here, {prec} asked")
+            if diff:
+                raise _stale_error(parts, diff, "a partial extraction")
+        d.barrier()
+        if d.rank == 0:
+            if overwrite:
+                with contextlib.suppress(FileNotFoundError):
+                    out.unlink()
+                shutil.rmtree(parts, ignore_errors=True)
+            if not meta_path.is_file():
+                bs = batch_size or (CUDA_BATCH if dev.type == "cuda" else CPU_BATCH)
+                seg = bs * math.ceil((segment or SEGMENT_IMAGES) / bs)
+                parts.mkdir(parents=True, exist_ok=True)
+                meta = {
+                    "settings": settings,
+                    "n": len(images),
+                    "segment": seg,
+                    "batch_size": bs,
+                    "precision": prec,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                }
+                tmp = parts / f".meta.json.tmp-{os.getpid()}"
+                tmp.write_text(json.dumps(meta, indent=1))
+                os.replace(tmp, meta_path)
+        d.barrier()
+        meta = json.loads(meta_path.read_text())
+        bs, seg = int(meta["batch_size"]), int(meta["segment"])
+        if batch_size and batch_size != bs and d.rank == 0:
+            print(
+                f"resuming with batch size {bs} (the partial run's) so features stay identical",
+                file=sys.stderr,
+            )
+        _run(
+            backbone,
+            images,
+            parts,
+            settings,
+            exact,
+            dtype,
+            dev,
+            prec,
+            bs,
+            seg,
+            workers,
+            d,
+            progress,
+        )
+        d.barrier()
+        if d.rank == 0:
+            summary = _merge(
+                out,
+                parts,
+                images,
+                settings,
+                meta,
+                backbone.feature_dim,
+                prec,
+                time.perf_counter() - t0,
+            )
+            if progress:
+                _print_summary(out, summary)
+        d.barrier()
+        return out
+    finally:
+        if d.created:
+            torch.distributed.destroy_process_group()
+
+
+def _run(
+    backbone, images, parts, settings, exact, dtype, dev, prec, bs, seg, workers, d, progress
+) -> None:
+    done = _done_segments(parts)
+    batches = _plan(len(images), seg, bs, done, d)
+    if not batches:
+        return
+    pipeline = _Pipeline(backbone, exact)
+    if not pipeline.agrees_with_transform(images):
+        tqdm.write(
+            "fast path: the card's transform differs from its preprocess fields; "
+            "using the transform itself after draft decoding"
+        )
+        pipeline.use_transform()
+    nw = default_workers(dev, d.local_world) if workers is None else workers
+    loader = DataLoader(
+        _Images(images, pipeline),
+        batch_sampler=batches,
+        num_workers=nw,
+        pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if nw > 0 else None,
+    )
+    model = backbone.to(dev).eval().to(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    forward = _Forward(model, dev, prec)
+    total = sum(len(b) for b in batches)
+    bar = tqdm(
+        total=total,
+        unit="img",
+        disable=not progress or d.rank != 0,
+        smoothing=0.1,
+        desc=f"{settings['model']} {settings['dataset']}/{settings['split']}"
+        + (f" rank 0/{d.world}" if d.world > 1 else ""),
+    )
+    buf, start = _new_buffer(), None
+    with torch.inference_mode():
+        for x, idx, notes, errors in loader:
+            first = int(idx[0])
+            if start is None:
+                start = first - first % seg
+            y = forward(pipeline.normalize(x.to(dev, non_blocking=True)))
+            if y.ndim != 2 or y.shape[1] != backbone.feature_dim:
+                raise CogError(
+                    f"{settings['model']}: the model returned {tuple(y.shape)}, "
+                    f"expected [batch, {backbone.feature_dim}] (its feature_dim)"
+                )
+            ok = torch.tensor([not e for e in errors])
+            y = y.cpu()[ok].numpy()
+            for i, note, err in zip(idx.tolist(), notes, errors, strict=True):
+                if err:
+                    buf["failed"].append(i)
+                    buf["failed_reasons"].append(err)
+                    continue
+                buf["index"].append(i)
+                if note:
+                    buf["repaired"].append(i)
+                    buf["repaired_reasons"].append(note)
+            buf["features"].append(y.astype(dtype))
+            last = int(idx[-1]) + 1
+            if last == min(start + seg, len(images)):
+                _write_part(parts, start, buf, dtype, backbone.feature_dim)
+                buf, start = _new_buffer(), None
+            bar.update(len(idx))
+    bar.close()
+
+
+def _merge(
+    out: Path,
+    parts: Path,
+    images: ImageList,
+    settings: dict,
+    meta: dict,
+    dim: int,
+    prec: str,
+    seconds: float,
+) -> dict:
+    starts = list(range(0, len(images), int(meta["segment"])))
+    missing = [s for s in starts if not (parts / _part_name(s)).is_file()]
+    if missing:
+        raise CogError(
+            f"{parts}: segments starting at {missing[:5]} are missing (a rank "
+            "failed?); re-run the same command to finish them"
+        )
+    idx, failed, failed_r, rep, rep_r = [], [], [], [], []
+    for s in starts:
+        with h5py.File(parts / _part_name(s), "r") as h5:
+            idx.append(h5["index"][()])
+            failed += h5["failed_index"][()].tolist()
+            failed_r += [
+                r.decode() if isinstance(r, bytes) else r for r in h5["failed_reasons"][()]
+            ]
+            rep += h5["repaired_index"][()].tolist()
+            rep_r += [r.decode() if isinstance(r, bytes) else r for r in h5["repaired_reasons"][()]]
+    index = np.concatenate(idx)
+    m = len(index)
+    summary = {
+        "images": m,
+        "failed": len(failed),
+        "repaired": len(rep),
+        "repaired_kinds": dict(Counter(n.split(":")[0] for r in rep_r for n in r.split("; "))),
+        "seconds": round(seconds, 2),
+        "images_per_s": round(m / max(seconds, 1e-9), 1),
+        "failed_paths": [images.paths[i] for i in failed[:20]],
+    }
+    with _atomic_h5(out) as h5:
+        rows = max(1, min(m, (1 << 20) // (dim * np.dtype(settings["dtype"]).itemsize)))
+        feats = h5.create_dataset(
+            "features", shape=(m, dim), dtype=settings["dtype"], chunks=(rows, dim) if m else None
+        )
+        pos = 0
+        for st in starts:
+            with h5py.File(parts / _part_name(st), "r") as part:
+                f = part["features"][()]
+            feats[pos : pos + len(f)] = f
+            pos += len(f)
+        p = images.paths
+        _write_lists(
+            h5,
+            images.labels[index],
+            [p[i] for i in index],
+            images.classes,
+            [(p[i], r) for i, r in zip(failed, failed_r, strict=True)],
+            [(p[i], r) for i, r in zip(rep, rep_r, strict=True)],
+        )
+        for k, v in settings.items():
+            h5.attrs[k] = v
+        h5.attrs["precision"] = prec
+        h5.attrs["images_root"] = str(images.root)
+        h5.attrs["cog_version"] = cog.__version__
+        h5.attrs["torch_version"] = str(torch.__version__)
+        h5.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        h5.attrs["summary"] = json.dumps(summary)
+    shutil.rmtree(parts, ignore_errors=True)
+    return summary
+
+
+def _write_lists(h5, labels, paths, classes, failed, repaired) -> None:
+    """The cache's per-image and per-class datasets; failed/repaired are (path, reason)."""
+    s = h5py.string_dtype()
+    h5.create_dataset("labels", data=np.asarray(labels, dtype=np.int64))
+    h5.create_dataset("paths", data=np.asarray(paths, dtype=s))
+    h5.create_dataset("classes", data=np.asarray(classes, dtype=s))
+    for name, items in (("failed", failed), ("repaired", repaired)):
+        h5.create_dataset(f"{name}_paths", data=np.asarray([p for p, _ in items], dtype=s))
+        h5.create_dataset(f"{name}_reasons", data=np.asarray([r for _, r in items], dtype=s))
+
+
+def _print_summary(out: Path, s: dict) -> None:
+    kinds = ", ".join(f"{k} {v}" for k, v in s["repaired_kinds"].items())
+    print(
+        f"{out}: {s['images']} images, {s['failed']} failed, {s['repaired']} decoded after "
+        f"a fix{f' ({kinds})' if kinds else ''}; {s['seconds']:.1f} s, "
+        f"{s['images_per_s']:.1f} images/s",
+        file=sys.stderr,
+    )
+    for p in s["failed_paths"]:
+        print(f"  failed: {p}", file=sys.stderr)
+    if s["failed"] > len(s["failed_paths"]):
+        print(
+            f"  ... and {s['failed'] - len(s['failed_paths'])} more (failed_paths in the file)",
+            file=sys.stderr,
+        )
+
+
+# ------------------------------------------------------------------ from model names
+
+
+def ensure_features(
+    model: str,
+    dataset: str,
+    split: str,
+    *,
+    cache_dir: str | Path | None = None,
+    in1k_root: str | Path | None = None,
+    imagenet_root: str | Path | None = None,
+    levels: str | Path | None = None,
+    splits: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    random_init: bool = False,
+    exact: bool = False,
+    device: str = "auto",
+    dtype: str = "float16",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """The cache of zoo model `model` on (dataset, split), extracting (or resuming) it if
+    needed. Composite cards (card.base) project the base model's cache, never re-decoding."""
+    from cog import zoo
+
+    card = zoo.get_card(model)
+    out = cache_path(card.name, dataset, split, cache_dir)
+    kw = dict(
+        cache_dir=cache_dir,
+        in1k_root=in1k_root,
+        imagenet_root=imagenet_root,
+        levels=levels,
+        splits=splits,
+        checkpoint=checkpoint,
+        random_init=random_init,
+        exact=exact,
+        device=device,
+        dtype=dtype,
+        precision=precision,
+        batch_size=batch_size,
+        workers=workers,
+        overwrite=False,
+        progress=progress,
+    )
+    if getattr(card, "base", None):
+        base = ensure_features(card.base, dataset, split, **kw)
+        return project_features(card, base, out, dtype=dtype, overwrite=overwrite)
+    images = dataset_images(
+        dataset,
+        split,
+        in1k_root=in1k_root,
+        imagenet_root=imagenet_root,
+        levels=levels,
+        splits=splits,
+    )
+    # a complete cache is checked without loading the model when the weights' digest is
+    # known beforehand (random init, or a checkpoint file: zoo.load hashes that file)
+    known = "random-init" if random_init else sha256_file(checkpoint) if checkpoint else None
+    if known and out.exists() and not overwrite:
+        old = _existing_attrs(out)
+        settings = _card_settings(card, known, images, exact, dtype)
+        if (
+            old
+            and old.get("complete")
+            and not _mismatch(old, settings, None if precision == "auto" else precision)
+        ):
+            return out
+    backbone = zoo.load(card.name, checkpoint=checkpoint, random_init=random_init, device="cpu")
+    return extract(
+        backbone,
+        images,
+        out,
+        exact=exact,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,
+        overwrite=overwrite,
+        progress=progress,
+    )
+
+
+def project_features(
+    card,
+    base: str | Path,
+    out: str | Path,
+    *,
+    dtype: str = "float16",
+    overwrite: bool = False,
+    chunk: int = 65536,
+) -> Path:
+    """Write the cache of a composite card: `cog.tldr.load_projection(card.projection.path)`
+    applied chunk by chunk to the base model's cache `base` (no image is decoded)."""
+    from cog.features import open_features
+    from cog.tldr import load_projection
+
+    out = Path(out)
+    proj = card.projection
+    field = proj.get if isinstance(proj, dict) else lambda k: getattr(proj, k, None)
+    proj_path = Path(str(field("path"))).expanduser()
+    if not proj_path.is_file():
+        raise CogError(
+            f"{proj_path}: projection of {card.name!r} not found; rerun cog-tldr "
+            "or fix projection.path in its card"
+        )
+    proj_sha = field("sha256") or sha256_file(proj_path)
+    with open_features(base) as fs:
+        attrs = _existing_attrs(Path(base)) or {}
+        settings = {k: str(attrs.get(k)) for k in STRICT}
+        settings.update(
+            model=str(card.name), card=json.dumps(card.to_dict(), sort_keys=True), dtype=dtype
+        )
+        settings["weights_sha256"] = f"{attrs.get('weights_sha256')}+projection:{proj_sha}"
+        if out.exists():
+            old = _existing_attrs(out)
+            diff = (
+                ["unreadable or incomplete file"]
+                if not old or not old.get("complete")
+                else (_mismatch(old, settings))
+            )
+            if not diff:
+                return out
+            if not overwrite:
+                raise _stale_error(out, diff, "a feature cache")
+        module = load_projection(proj_path).eval()
+        with _atomic_h5(out) as h5, torch.inference_mode():
+            feats = None
+            pos = 0
+            for x in tqdm(
+                fs.iter_chunks(chunk),
+                total=math.ceil(len(fs) / chunk),
+                desc=f"{card.name}: projecting {card.base}",
+                unit="chunk",
+            ):
+                y = module(torch.from_numpy(x)).float().numpy()
+                if feats is None:
+                    feats = h5.create_dataset(
+                        "features",
+                        shape=(len(fs), y.shape[1]),
+                        dtype=dtype,
+                        chunks=(min(len(fs), 1024), y.shape[1]),
+                    )
+                feats[pos : pos + len(y)] = y
+                pos += len(y)
+            if feats is None:
+                raise CogError(f"{base}: the base cache holds no features to project")
+            _write_lists(h5, fs.labels, fs.paths, fs.classes, fs.failed, fs.repaired)
+            for k, v in {**attrs, **settings}.items():
+                if k != "complete":
+                    h5.attrs[k] = v
+            h5.attrs["base_model"] = str(card.base)
+            h5.attrs["base_weights_sha256"] = str(attrs.get("weights_sha256"))
+            h5.attrs["projection_sha256"] = proj_sha
+            h5.attrs["cog_version"] = cog.__version__
+    return out

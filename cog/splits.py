@@ -1,0 +1,203 @@
+"""Per-concept train/test image lists for the CoG levels (`cog-build-splits`), and reading them.
+
+The authors' `cog_concepts_split_file.pkl` is a pickled dict wnid -> {"train": array of paths,
+"test": array of paths}, paths relative to the ImageNet-21K root. We write the same format
+(and a CSV) from a user's own ImageNet-21K root: 50 test images per concept, up to 1300
+training images, at least 732. Each concept is drawn from its own seeded generator, so adding
+or excluding a concept never changes the images drawn for another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import cog
+from cog import CogError
+from cog.io import WNID_RE, atomic_write, sha256_file
+from cog.levels import SPLITS_DIR, read_levels
+
+SPLIT_FILE = "cog_concepts_split_file.pkl"
+SPLIT_CSV = "cog_concepts_split_file.csv"
+SPLIT_JSON = "cog_concepts_split_file.json"
+DEFAULT_SPLITS = SPLITS_DIR / SPLIT_FILE
+N_TEST, MAX_TRAIN, MIN_TRAIN = 50, 1300, 732
+IMAGE_EXTS = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def list_class_images(folder: str | Path, root: str | Path) -> list[str]:
+    """Sorted image files of one class folder, as paths relative to `root` (posix)."""
+    folder, root = Path(folder), Path(root)
+    rel = folder.relative_to(root).as_posix()
+    names = sorted(
+        e.name
+        for e in os.scandir(folder)
+        if e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTS
+    )
+    return [f"{rel}/{n}" for n in names]
+
+
+@dataclass
+class SplitsResult:
+    """Drawn splits, the concepts excluded for having too few images, and the settings."""
+
+    splits: dict[str, dict[str, np.ndarray]]
+    levels: list[list[str]]
+    excluded: dict[str, int] = field(default_factory=dict)  # wnid -> images found
+    settings: dict = field(default_factory=dict)
+
+
+def build_splits(
+    imagenet_root: str | Path,
+    levels: str | Path | list[list[str]],
+    *,
+    n_test: int = N_TEST,
+    max_train: int = MAX_TRAIN,
+    min_train: int = MIN_TRAIN,
+    seed: int = 0,
+    exclude_small: bool = False,
+    progress: bool = True,
+) -> SplitsResult:
+    """Draw `n_test` test and up to `max_train` training images per level concept.
+
+    A concept with fewer than `n_test + min_train` images is an error naming it, unless
+    `exclude_small`, which leaves it out and lists it in the result (and the written report).
+    """
+    root = Path(imagenet_root)
+    if not root.is_dir():
+        raise CogError(f"{root}: no such folder (expected an ImageNet-21K root of <wnid>/ folders)")
+    if min(n_test, min_train) < 1 or max_train < min_train:
+        raise CogError("need n_test >= 1, min_train >= 1 and max_train >= min_train")
+    lv = read_levels(levels) if not isinstance(levels, list) else [list(x) for x in levels]
+    wnids = sorted({w for level in lv for w in level})
+    counts: dict[str, list[str]] = {}
+    missing: list[str] = []
+    for w in tqdm(wnids, desc="listing concepts", unit="concept", disable=not progress):
+        folder = root / w
+        if folder.is_dir():
+            counts[w] = list_class_images(folder, root)
+        elif (root / f"{w}.tar").is_file():
+            raise CogError(
+                f"{root / (w + '.tar')}: concept {w} is still a tar archive; extract it into "
+                f"{folder}/ (tar -xf {w}.tar -C {w}) so image paths exist"
+            )
+        else:
+            missing.append(w)
+            counts[w] = []
+    need = n_test + min_train
+    small = {w: len(p) for w, p in counts.items() if len(p) < need}
+    if small and not exclude_small:
+        shown = ", ".join(f"{w} ({n} images)" for w, n in list(small.items())[:10])
+        more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+        raise CogError(
+            f"{root}: {len(small)} concept(s) have fewer than {need} images "
+            f"({n_test} test + {min_train} train): {shown}{more}"
+            f"{'; missing folders: ' + ', '.join(missing[:5]) if missing else ''}. "
+            "Fix the ImageNet-21K root, or pass --exclude-small to leave them out (they are "
+            "listed in the report)"
+        )
+    splits: dict[str, dict[str, np.ndarray]] = {}
+    for w in wnids:
+        if w in small:
+            continue
+        paths = counts[w]
+        rng = np.random.default_rng([seed, int(w[1:])])
+        perm = rng.permutation(len(paths))
+        test = sorted(paths[i] for i in perm[:n_test])
+        train = sorted(paths[i] for i in perm[n_test : n_test + max_train])
+        splits[w] = {"train": np.asarray(train), "test": np.asarray(test)}
+    settings = {
+        "imagenet_root": str(root.resolve()),
+        "n_test": n_test,
+        "max_train": max_train,
+        "min_train": min_train,
+        "seed": seed,
+        "exclude_small": exclude_small,
+    }
+    return SplitsResult(splits, lv, small, settings)
+
+
+def write_splits(result: SplitsResult, out_dir: str | Path = SPLITS_DIR) -> Path:
+    """Write the authors' pickle, a CSV (wnid, level, split, path) and a JSON report;
+    each file atomically. Returns the pickle's path."""
+    out_dir = Path(out_dir)
+    level_of = {w: k for k, lv in enumerate(result.levels, start=1) for w in lv}
+    pkl = out_dir / SPLIT_FILE
+    with atomic_write(pkl, "wb") as f:
+        pickle.dump(result.splits, f, protocol=4)
+    rows = [
+        (w, level_of.get(w, 0), s, p)
+        for w in sorted(result.splits)
+        for s in ("train", "test")
+        for p in result.splits[w][s]
+    ]
+    df = pd.DataFrame(rows, columns=["wnid", "level", "split", "path"])
+    with atomic_write(out_dir / SPLIT_CSV, "w", newline="") as f:
+        df.to_csv(f, index=False)
+    n_train = [len(v["train"]) for v in result.splits.values()]
+    report = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+        "cog_version": cog.__version__,
+        "settings": result.settings,
+        "concepts": len(result.splits),
+        "images": {
+            "train": int(sum(n_train)),
+            "test": int(sum(len(v["test"]) for v in result.splits.values())),
+        },
+        "train_per_concept": {"min": min(n_train, default=0), "max": max(n_train, default=0)},
+        "excluded_too_small": result.excluded,
+        "split_file_sha256": sha256_file(pkl),
+    }
+    with atomic_write(out_dir / SPLIT_JSON) as f:
+        f.write(json.dumps(report, indent=2) + "\n")
+    return pkl
+
+
+def read_split_file(path: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
+    """wnid -> {"train": [paths], "test": [paths]} from the authors' pickle or our CSV
+    (default: splits/cog_concepts_split_file.pkl)."""
+    path = Path(path) if path is not None else DEFAULT_SPLITS
+    if path.is_dir():
+        for name in (SPLIT_FILE, SPLIT_CSV):
+            if (path / name).is_file():
+                return read_split_file(path / name)
+        raise CogError(f"{path}: holds neither {SPLIT_FILE} nor {SPLIT_CSV}")
+    if not path.is_file():
+        raise CogError(
+            f"{path}: no such split file; pass the authors' {SPLIT_FILE} with --splits, or "
+            "draw one from your ImageNet-21K root with cog-build-splits"
+        )
+    if path.suffix == ".csv":
+        df = pd.read_csv(path, dtype=str)
+        if not {"wnid", "split", "path"} <= set(df.columns):
+            raise CogError(f"{path}: a split CSV needs 'wnid', 'split' and 'path' columns")
+        raw: dict = {}
+        for (w, s), g in df.groupby(["wnid", "split"], sort=False):
+            raw.setdefault(w, {})[s] = g["path"].tolist()
+    else:
+        try:
+            with open(path, "rb") as f:
+                raw = pickle.load(f)
+        except Exception as e:
+            raise CogError(f"{path}: not a readable pickle ({e})") from None
+    if not isinstance(raw, dict):
+        raise CogError(f"{path}: expected a dict wnid -> {{'train': paths, 'test': paths}}")
+    out: dict[str, dict[str, list[str]]] = {}
+    for w, v in raw.items():
+        if not WNID_RE.match(str(w)) or not isinstance(v, dict):
+            raise CogError(f"{path}: entry {w!r} is not wnid -> {{'train': ..., 'test': ...}}")
+        lost = {"train", "test"} - set(v)
+        if lost:
+            raise CogError(f"{path}: concept {w} has no {sorted(lost)} list")
+        out[str(w)] = {s: [str(p) for p in v[s]] for s in ("train", "test")}
+    return out

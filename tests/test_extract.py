@@ -1,0 +1,331 @@
+"""Extraction to the HDF5 cache on generated trees of real (and broken) JPEG files: layout,
+failure records, fast vs exact, stale-cache refusal, SIGKILL resume, torchrun sharding,
+composite cards and the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import types
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cog
+from cog import CogError
+from cog import extract as ex
+from cog.data import dataset_images
+from cog.extract import cache_path, ensure_features, extract
+from cog.features import open_features
+from cog.synthetic import TinyCard, add_broken_files, make_imagenet1k, tiny_backbone
+
+WNIDS = ["n01440764", "n01443537", "n01484850"]
+SMALL = dict(workers=0, batch_size=2, segment=4, device="cpu", progress=False)
+SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from cog.data import dataset_images
+    from cog.extract import extract
+    from cog.synthetic import tiny_backbone
+
+    root, out, slow = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    bb = tiny_backbone()
+    if slow:
+        plain = bb.forward
+        def forward(x):
+            time.sleep(slow)
+            return plain(x)
+        bb.forward = forward
+    images = dataset_images("in1k", "train", in1k_root=root)
+    extract(bb, images, out, workers=0, batch_size=2, segment=4, device="cpu", progress=False)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = make_imagenet1k(tmp_path_factory.mktemp("in1k"), WNIDS, 5, 2, n_large=2)
+    add_broken_files(root / "train" / WNIDS[1])
+    return root
+
+
+@pytest.fixture(scope="module")
+def images(tree):
+    return dataset_images("in1k", "train", in1k_root=tree)
+
+
+@pytest.fixture(scope="module")
+def reference(tree, images, tmp_path_factory):
+    """An uninterrupted one-process run (the ground truth for resume and sharding)."""
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    extract(tiny_backbone(), images, out, **SMALL)
+    with open_features(out) as fs:
+        return fs.load(), list(fs.paths), list(fs.failed)
+
+
+@pytest.fixture
+def script(tmp_path):
+    path = tmp_path / "run_extract.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def _env(**extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **extra)
+    env["PYTHONPATH"] = str(Path(cog.__file__).resolve().parent.parent)
+    return env
+
+
+def test_layout_labels_and_failure_records(images, tmp_path):
+    out = extract(tiny_backbone(), images, tmp_path / "f.h5", **SMALL)
+    assert not (tmp_path / "f.h5.parts").exists()
+    with h5py.File(out, "r") as h5:
+        assert h5["features"].dtype == np.float16 and h5["labels"].dtype == np.int64
+        for k in (*ex.STRICT, "cog_version", "complete"):
+            assert k in h5.attrs, k
+    with open_features(out) as fs:
+        assert fs.attrs["complete"] and fs.attrs["mode"] == "fast"
+        assert fs.attrs["dataset"] == "in1k" and fs.attrs["split"] == "train"
+        assert fs.attrs["images_sha256"] == images.sha256()
+        assert fs.attrs["card"]["name"] == "tiny-cnn"
+        assert fs.classes == WNIDS
+        bad = f"train/{WNIDS[1]}/zz_broken_empty.JPEG"
+        assert [p for p, _ in fs.failed] == [bad]
+        assert "cannot identify" in fs.failed[0][1]
+        assert len(fs) == len(images) - 1 and fs.dim == 16
+        keep = [i for i, p in enumerate(images.paths) if p != bad]
+        assert fs.paths == [images.paths[i] for i in keep]
+        assert np.array_equal(fs.labels, images.labels[keep])
+        assert len(fs.repaired) == 6  # cmyk, grayscale, palette, rgba, png, truncated
+        assert fs.attrs["summary"]["failed"] == 1
+        chunks = list(fs.iter_chunks(rows=7))
+        assert np.array_equal(np.concatenate(chunks), fs.load())
+        assert np.isfinite(fs.load()).all()
+
+
+def test_fast_equals_exact_unless_draft_applies(images, tmp_path):
+    kw = dict(SMALL, dtype="float32")
+    fast = extract(tiny_backbone(), images, tmp_path / "fast.h5", **kw)
+    exact = extract(tiny_backbone(), images, tmp_path / "exact.h5", exact=True, **kw)
+    with open_features(fast) as f, open_features(exact) as e:
+        a, b = f.load(), e.load()
+        assert f.features.dtype == np.float32 and e.attrs["mode"] == "exact"
+        big = np.array([min(Image.open(images.root / p).size) >= 2 * 40 for p in f.paths])
+    assert big.sum() == 3  # the two 500x375 files and the 300x225 truncated one
+    # small files: no DCT scaling, the uint8 path equals the card's transform
+    assert np.abs(a[~big] - b[~big]).max() < 1e-4
+    # large files were decoded at reduced scale: close, not equal
+    cos = (a[big] * b[big]).sum(1) / np.linalg.norm(a[big], axis=1) / np.linalg.norm(b[big], axis=1)
+    assert (cos > 0.98).all() and np.abs(a[big] - b[big]).max() > 0
+
+
+def test_stale_cache_is_refused_until_overwrite(images, tmp_path):
+    out = tmp_path / "c.h5"
+    extract(tiny_backbone(), images, out, **SMALL)
+    before = out.stat().st_mtime_ns
+    extract(tiny_backbone(), images, out, **SMALL)  # same settings: reused as is
+    assert out.stat().st_mtime_ns == before
+    for kwargs, word in (
+        (dict(exact=True), "mode"),
+        (dict(dtype="float32"), "dtype"),
+        (dict(images=images.subset(range(5))), "images_sha256"),
+        (dict(weights="0" * 64), "weights_sha256"),
+    ):
+        call = dict(SMALL, backbone=tiny_backbone(), images=images)
+        call.update(kwargs)
+        call["backbone"].weights_sha256 = call.pop("weights", "random-init")
+        with pytest.raises(CogError, match=f"{word}.*--overwrite"):
+            extract(out=out, **call)
+    extract(tiny_backbone(), images, out, exact=True, overwrite=True, **SMALL)
+    with open_features(out) as fs:
+        assert fs.attrs["mode"] == "exact"
+
+
+def test_partial_run_resumes_and_refuses_other_settings(images, reference, tmp_path, monkeypatch):
+    out = tmp_path / "p.h5"
+
+    def boom(*a, **k):
+        raise RuntimeError("killed before the merge")
+
+    monkeypatch.setattr(ex, "_merge", boom)
+    with pytest.raises(RuntimeError):
+        extract(tiny_backbone(), images, out, **SMALL)
+    monkeypatch.undo()
+    parts = tmp_path / "p.h5.parts"
+    segs = sorted(parts.glob("seg_*.h5"))
+    assert len(segs) == -(-len(images) // 4) and not out.exists()
+    segs[2].unlink()
+    with pytest.raises(CogError, match=r"partial extraction.*mode"):
+        extract(tiny_backbone(), images, out, exact=True, **SMALL)
+    extract(tiny_backbone(), images, out, **SMALL)
+    with open_features(out) as fs:
+        assert np.array_equal(fs.load(), reference[0])
+
+
+def test_sigkill_mid_run_then_resume_gives_identical_features(tree, reference, script, tmp_path):
+    out = tmp_path / "k.h5"
+    parts = tmp_path / "k.h5.parts"
+    proc = subprocess.Popen([sys.executable, str(script), str(tree), str(out), "0.25"], env=_env())
+    try:
+        deadline = time.time() + 60
+        while len(list(parts.glob("seg_*.h5"))) < 2:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.time() < deadline, "no segment written within 60 s"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait() == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = len(list(parts.glob("seg_*.h5")))
+    assert not out.exists() and 2 <= done < 6  # 22 images, segments of 4
+    extract(tiny_backbone(), dataset_images("in1k", "train", in1k_root=tree), out, **SMALL)
+    with open_features(out) as fs:
+        assert np.array_equal(fs.load(), reference[0])
+        assert fs.paths == reference[1] and fs.failed == reference[2]
+
+
+def test_torchrun_two_processes_equal_one(tree, reference, script, tmp_path):
+    two = tmp_path / "two.h5"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(script),
+            str(tree),
+            str(two),
+            "0",
+        ],
+        env=_env(),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with open_features(two) as b:
+        assert np.array_equal(b.load(), reference[0])
+        assert b.paths == reference[1] and b.failed == reference[2]
+
+
+# ------------------------------------------------------------------ through model names
+
+
+@pytest.fixture
+def fake_zoo(monkeypatch, tmp_path):
+    """A zoo of tiny models (one composite), and a projection file for it."""
+    monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
+    proj_file = tmp_path / "proj.pt"
+    proj_file.write_bytes(b"weights")
+    cards = {
+        "tiny-a": TinyCard(name="tiny-a"),
+        "tiny-a-tldr": TinyCard(
+            name="tiny-a-tldr",
+            base="tiny-a",
+            feature_dim=4,
+            projection={"kind": "tldr", "path": str(proj_file), "dim": 4},
+        ),
+    }
+    loads = []
+
+    def get_card(name):
+        if name not in cards:
+            raise CogError(f"unknown model {name}")
+        return cards[name]
+
+    def load(name, checkpoint=None, random_init=False, device="cpu"):
+        loads.append(name)
+        if not random_init:
+            raise CogError("no weights here; pass random_init=True")
+        return tiny_backbone(name=name)
+
+    def load_projection(path):
+        torch.manual_seed(0)
+        return torch.nn.Linear(16, 4)
+
+    zoo = types.SimpleNamespace(get_card=get_card, load=load, loads=loads)
+    tldr = types.SimpleNamespace(load_projection=load_projection)
+    for name, mod in (("zoo", zoo), ("tldr", tldr)):
+        monkeypatch.setitem(sys.modules, f"cog.{name}", mod)
+        monkeypatch.setattr(cog, name, mod, raising=False)
+    return zoo
+
+
+def test_ensure_features_and_composite(tree, fake_zoo, tmp_path):
+    kw = dict(in1k_root=tree, random_init=True, device="cpu", workers=0, progress=False)
+    with pytest.raises(CogError, match="random_init"):
+        ensure_features("tiny-a", "in1k", "test", in1k_root=tree, progress=False)
+    path = ensure_features("tiny-a-tldr", "in1k", "test", **kw)
+    assert path == cache_path("tiny-a-tldr", "in1k", "test")
+    assert str(path).startswith(str(tmp_path / "home" / "features"))
+    base = cache_path("tiny-a", "in1k", "test")
+    assert base.is_file() and fake_zoo.loads.count("tiny-a") == 2  # the refused call + one
+    with open_features(base) as b, open_features(path) as c:
+        assert c.dim == 4 and c.paths == b.paths and c.attrs["base_model"] == "tiny-a"
+        torch.manual_seed(0)
+        expect = torch.nn.Linear(16, 4)
+        with torch.no_grad():
+            want = expect(torch.from_numpy(b.load())).numpy()
+        assert np.allclose(c.load(), want, atol=2e-3)
+    # a second call reuses both caches without loading a model again
+    n = len(fake_zoo.loads)
+    ensure_features("tiny-a-tldr", "in1k", "test", **kw)
+    assert len(fake_zoo.loads) == n
+
+
+def test_cli_images_folder_and_dataset(tree, fake_zoo, tmp_path, capsys):
+    from cog.cli.extract import main
+
+    out = tmp_path / "folder.h5"
+    args = [
+        "tiny-a",
+        "--images",
+        str(tree / "train"),
+        "--out",
+        str(out),
+        "--random-init",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 failed" in err and "zz_broken_empty" in err
+    with open_features(out) as fs:
+        assert fs.classes == WNIDS and len(fs.failed) == 1
+    assert main([*args, "--exact"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--exact", "--overwrite"]) == 0
+    assert (
+        main(
+            [
+                "tiny-a",
+                "--dataset",
+                "in1k",
+                "--split",
+                "test",
+                "--in1k-root",
+                str(tree),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--random-init",
+                "--workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "cache" / "tiny-a" / "in1k_test.h5").is_file()
+    assert main(["tiny-a", "--dataset", "in1k", "--split", "test"]) == 2
+    assert "--in1k-root" in capsys.readouterr().err
