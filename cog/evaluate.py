@@ -70,12 +70,19 @@ class EvalConfig:
     device: str = "auto"
     force: bool = False
     progress: bool = True
+    workers: int | None = None  # extraction: decoding processes (None: the extractor's choice)
+    batch_size: int | None = None  # extraction batch (None: the extractor's choice)
+    overwrite_features: bool = False  # replace caches made with other settings
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise CogError(f"--protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise CogError(f"--seeds {self.seeds}: give one or more distinct integer seeds")
+        if self.workers is not None and self.workers < 0:
+            raise CogError(f"--workers {self.workers}: give 0 or more decoding processes")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise CogError(f"--batch-size {self.batch_size}: give a positive batch size")
         if self.few_shot and (not self.shots or min(self.shots) < 1):
             raise CogError(f"--shots {self.shots}: give positive numbers of images per class")
         for opt, p in (
@@ -469,6 +476,10 @@ class Evaluator:
             splits=cfg.splits,
             random_init=cfg.random_init,
             device=cfg.device,
+            workers=cfg.workers,
+            batch_size=cfg.batch_size,
+            overwrite=cfg.overwrite_features,
+            progress=cfg.progress,
         )
         self.timings[f"features_{ds}_{split}"] = time.perf_counter() - t0
         sp = open_split(Path(path), ds, split)

@@ -484,3 +484,162 @@ def test_bad_inputs_exit_2_and_leave_the_leaderboard_untouched(prepared, capsys)
     assert main([*no_root, "--random-init", "--cache-dir", str(prepared.tmp / "empty")]) == 2
     assert "pass --in1k-root DIR" in capsys.readouterr().err
     assert (prepared.out / "leaderboard.csv").read_bytes() == before
+
+
+# ---------------------------------------------------------------- the full smoke run
+# Generated ImageNet-1K and ImageNet-21K trees of real JPEG files, five levels of three
+# concepts, a small random-init ResNet registered in the zoo, the real extractor and probe.
+
+SMOKE_MODEL = "smoke_test_resnet"
+SMOKE_CARD = {
+    "name": SMOKE_MODEL,
+    "group": "local",
+    "title": "random-init timm test_resnet at 64 px (smoke tests)",
+    "arch": {"source": "timm", "name": "test_resnet", "kwargs": {}},
+    "feature": {"dim": 96, "layer": "global-average-pooled last stage", "pool": "head"},
+    "preprocess": {"resize": 72, "crop": 64, "interpolation": "bicubic"},
+    "weights": [{"path": "/nonexistent/smoke_test_resnet.pth"}],
+}
+
+
+def _pool_wnids(n_seen, n_unseen):
+    from cog.io import read_wnid_list
+
+    root = Path(__file__).resolve().parent.parent / "splits"
+    seen = read_wnid_list(root / "imagenet1k_wnids.txt")
+    unseen = [w for w in read_wnid_list(root / "imagenet21k_fall11_wnids.txt") if w not in seen]
+    return seen[:n_seen], unseen[:: len(unseen) // n_unseen][:n_unseen]
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    """IN-1K (5 classes, 6 train + 2 val) and IN-21K (15 concepts, 8 images) trees; five
+    levels of three concepts in the authors' pkl and our CSV; splits drawn by cog.splits in
+    the authors' pickle format and our CSV."""
+    synthetic = pytest.importorskip("cog.synthetic", reason="cog.synthetic not landed yet")
+    splits_mod = pytest.importorskip("cog.splits", reason="cog.splits not landed yet")
+    tmp = tmp_path_factory.mktemp("smoke")
+    seen, unseen = _pool_wnids(5, 15)
+    in1k = synthetic.make_imagenet1k(tmp / "in1k", seen, n_train=6, n_val=2)
+    in21k = synthetic.make_imagenet21k(tmp / "in21k", unseen, n_per_class=8)
+    levels = [sorted(unseen[3 * k : 3 * k + 3]) for k in range(5)]
+    pkl = tmp / "authors" / "cog_levels_mapping_file.pkl"
+    pkl.parent.mkdir()
+    pkl.write_bytes(pickle.dumps(levels))
+    csv = tmp / "ours" / "levels.csv"
+    csv.parent.mkdir()
+    pd.DataFrame(
+        [(w, k + 1) for k, lv in enumerate(levels) for w in lv], columns=["wnid", "level"]
+    ).to_csv(csv, index=False)
+    result = splits_mod.build_splits(in21k, csv, n_test=2, min_train=6, max_train=6, progress=False)
+    # cog.splits writes the authors' pickle (numpy arrays of paths) and our CSV
+    splits_mod.write_splits(result, tmp / "ours")
+    (tmp / "authors" / "cog_concepts_split_file.pkl").write_bytes(
+        (tmp / "ours" / "cog_concepts_split_file.pkl").read_bytes()
+    )
+    return tmp, in1k, in21k
+
+
+@pytest.fixture
+def smoke(trees, tmp_path, monkeypatch):
+    pytest.importorskip("cog.extract", reason="cog.extract not landed yet")
+    zoo = pytest.importorskip("cog.zoo", reason="cog.zoo not landed yet")
+    tmp, in1k, in21k = trees
+    monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
+    zoo.register_card(SMOKE_CARD)
+    common = [
+        "--in1k-root",
+        str(in1k),
+        "--imagenet-root",
+        str(in21k),
+        "--cache-dir",
+        str(tmp_path / "features"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--workers",
+        "0",
+    ]
+    return tmp, common
+
+
+def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys):
+    tmp, common = smoke
+    out = tmp_path / "results"
+    authors = [
+        "--levels",
+        str(tmp / "authors" / "cog_levels_mapping_file.pkl"),
+        "--splits",
+        str(tmp / "authors" / "cog_concepts_split_file.pkl"),
+    ]
+    args = [SMOKE_MODEL, *common, *authors, "--out", str(out), "--seeds", "22,37"]
+    code = main([*args, "--few-shot", "--shots", "1,2", "--random-init"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "RANDOM-INIT" in captured.out and "cog_l5" in captured.out
+
+    model = f"{SMOKE_MODEL}+random-init"
+    datasets = ["in1k", *(f"cog_l{k}" for k in range(1, 6))]
+    runs = out / "runs" / model
+    assert sorted(p.name for p in runs.glob("*.json")) == sorted(
+        f"{d}_{s}_fast.json" for d in datasets for s in ("all", "few-shot_n1", "few-shot_n2")
+    )
+    lb = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
+    assert list(lb.columns) == list(COLUMNS) and set(lb.model) == {model}
+    assert len(lb) == 6 * 9 and not lb.duplicated(["dataset", "setting", "n_shot", "metric"]).any()
+    assert set(lb.group) == {"local"}
+    probe_rows = lb[lb.metric.isin(["top1", "top5"])]
+    assert set(probe_rows.seeds) == {"22;37"} and set(probe_rows.protocol) == {"fast"}
+    assert ((lb.metric != "top1") | lb["mean"].between(0, 100)).all()
+    rec = json.loads((runs / "cog_l3_all_fast.json").read_text())
+    assert rec["data"]["train"]["n_images"] == 18 and rec["data"]["test"]["n_images"] == 6
+    assert rec["data"]["train"]["n_classes"] == 3 and rec["weights_sha256"] == "random-init"
+    assert rec["data"]["splits"]["path"].endswith("cog_concepts_split_file.pkl")
+    in1k = json.loads((runs / "in1k_all_fast.json").read_text())
+    assert in1k["data"]["train"]["n_images"] == 30 and in1k["data"]["test"]["n_images"] == 10
+    assert in1k["card"]["name"] == SMOKE_MODEL and in1k["data"]["train"]["feature_dim"] == 96
+
+    # our CSV levels and cog.splits' CSV describe the same data: same caches, same scores
+    ours = [
+        "--levels",
+        str(tmp / "ours" / "levels.csv"),
+        "--splits",
+        str(tmp / "ours" / "cog_concepts_split_file.csv"),
+    ]
+    out2 = tmp_path / "results_ours"
+    code = main(
+        [
+            SMOKE_MODEL,
+            *common,
+            *ours,
+            "--out",
+            str(out2),
+            "--seeds",
+            "22,37",
+            "--datasets",
+            "cog_l1,cog_l5",
+            "--random-init",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    lb2 = pd.read_csv(out2 / "leaderboard.csv", keep_default_na=False)
+    assert sorted(set(lb2.dataset)) == ["cog_l1", "cog_l5"]
+    key = ["dataset", "setting", "n_shot", "metric"]
+    merged = lb2.merge(lb, on=key, suffixes=("", "_authors"))
+    assert len(merged) == len(lb2) == 2 * 5
+    assert (merged["values"] == merged["values_authors"]).all()
+    rec2 = json.loads((out2 / "runs" / model / "cog_l1_all_fast.json").read_text())
+    assert (
+        rec2["data"]["train"]["images_sha256"]
+        == json.loads((runs / "cog_l1_all_fast.json").read_text())["data"]["train"]["images_sha256"]
+    )
+
+    # bad inputs on the real stack: exit 2, leaderboard untouched
+    before = (out / "leaderboard.csv").read_bytes()
+    assert main(["no_such_model", *common, *authors, "--out", str(out), "--random-init"]) == 2
+    assert "unknown model 'no_such_model'" in capsys.readouterr().err
+    assert main([*args, "--random-init", "--few-shot", "--shots", "7"]) == 2
+    assert "fewer than 7 training images" in capsys.readouterr().err
+    assert main(args) == 2  # trained weights were never asked for: no silent random init
+    capsys.readouterr()
+    assert (out / "leaderboard.csv").read_bytes() == before

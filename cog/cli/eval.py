@@ -92,6 +92,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
     p.add_argument("--force", action="store_true", help="redo finished runs instead of reusing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("feature extraction (for caches that are missing)")
+    g.add_argument(
+        "--workers", type=int, help="decoding processes (0: in the main process; default: auto)"
+    )
+    g.add_argument("--batch-size", type=int, help="images per forward pass (default: auto)")
+    g.add_argument(
+        "--overwrite-features",
+        action="store_true",
+        help="replace caches made with other settings (other weights, image lists or "
+        "preprocessing) instead of stopping with an error",
+    )
     return p
 
 
@@ -116,6 +127,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         device=args.device,
         force=args.force,
         progress=not args.no_progress,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        overwrite_features=args.overwrite_features,
     )
 
 
