@@ -461,11 +461,34 @@ class Evaluator:
 
     def _features(self, ds: str, split: str) -> Split:
         """One cache, extracted if missing, opened, and checked for the right weights."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        try:
+            path = self._ensure(ds, split)
+        except CogError as e:
+            if "--overwrite" not in str(e):
+                raise
+            raise CogError(f"{e} (with cog-eval: --overwrite-features)") from None
+        self.timings[f"features_{ds}_{split}"] = time.perf_counter() - t0
+        sp = open_split(Path(path), ds, split)
+        try:
+            check_weights(sp, self.card.name, cfg.random_init)
+        except CogError:
+            sp.features.close()
+            raise
+        if sp.failed:
+            print(
+                f"warning: {sp.path}: {sp.failed} image(s) could not be decoded and are not "
+                "in the features (listed in its failed_paths)",
+                file=sys.stderr,
+            )
+        return sp
+
+    def _ensure(self, ds: str, split: str) -> Path:
         from cog.extract import ensure_features
 
         cfg = self.cfg
-        t0 = time.perf_counter()
-        path = ensure_features(
+        return ensure_features(
             self.card.name,
             ds,
             split,
@@ -481,20 +504,6 @@ class Evaluator:
             overwrite=cfg.overwrite_features,
             progress=cfg.progress,
         )
-        self.timings[f"features_{ds}_{split}"] = time.perf_counter() - t0
-        sp = open_split(Path(path), ds, split)
-        try:
-            check_weights(sp, self.card.name, cfg.random_init)
-        except CogError:
-            sp.features.close()
-            raise
-        if sp.failed:
-            print(
-                f"warning: {sp.path}: {sp.failed} image(s) could not be decoded and are not "
-                "in the features (listed in its failed_paths)",
-                file=sys.stderr,
-            )
-        return sp
 
     # ---- runs
 

@@ -498,7 +498,6 @@ SMOKE_CARD = {
     "arch": {"source": "timm", "name": "test_resnet", "kwargs": {}},
     "feature": {"dim": 96, "layer": "global-average-pooled last stage", "pool": "head"},
     "preprocess": {"resize": 72, "crop": 64, "interpolation": "bicubic"},
-    "weights": [{"path": "/nonexistent/smoke_test_resnet.pth"}],
 }
 
 
@@ -544,9 +543,16 @@ def trees(tmp_path_factory):
 def smoke(trees, tmp_path, monkeypatch):
     pytest.importorskip("cog.extract", reason="cog.extract not landed yet")
     zoo = pytest.importorskip("cog.zoo", reason="cog.zoo not landed yet")
+    import timm
+    import torch
+
     tmp, in1k, in21k = trees
     monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
-    zoo.register_card(SMOKE_CARD)
+    # "trained" weights: a saved state dict standing in for a real checkpoint
+    weights = tmp_path / "smoke_test_resnet.pth"
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_resnet", num_classes=0).state_dict(), weights)
+    zoo.register_card({**SMOKE_CARD, "weights": [{"path": str(weights)}]})
     common = [
         "--in1k-root",
         str(in1k),
@@ -560,11 +566,11 @@ def smoke(trees, tmp_path, monkeypatch):
         "--workers",
         "0",
     ]
-    return tmp, common
+    return tmp, common, weights
 
 
 def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys):
-    tmp, common = smoke
+    tmp, common, weights = smoke
     out = tmp_path / "results"
     authors = [
         "--levels",
@@ -640,6 +646,15 @@ def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys):
     assert "unknown model 'no_such_model'" in capsys.readouterr().err
     assert main([*args, "--random-init", "--few-shot", "--shots", "7"]) == 2
     assert "fewer than 7 training images" in capsys.readouterr().err
-    assert main(args) == 2  # trained weights were never asked for: no silent random init
-    capsys.readouterr()
+    # the caches hold random-init features: trained weights never reuse them silently
+    assert main([*args, "--datasets", "cog_l1"]) == 2
+    assert "--overwrite-features" in capsys.readouterr().err
     assert (out / "leaderboard.csv").read_bytes() == before
+    assert main([*args, "--datasets", "cog_l1", "--overwrite-features"]) == 0
+    lb3 = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
+    trained = lb3[lb3.model == SMOKE_MODEL]
+    assert len(trained) == 5 and set(trained.dataset) == {"cog_l1"}
+    rand = lb3[lb3.model == model].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rand, lb.reset_index(drop=True))
+    rec3 = json.loads((out / "runs" / SMOKE_MODEL / "cog_l1_all_fast.json").read_text())
+    assert rec3["random_init"] is False and rec3["weights_sha256"] == sha256_file(weights)
