@@ -163,6 +163,14 @@ def cog_images(
             "(--splits) or rebuild it with cog-build-splits"
         )
     per_class = {w: list(sp[w][split]) for w in wnids}
+    folders = {p.split("/", 1)[0] for w in wnids for p in per_class[w][:1]}
+    absent = sorted(f for f in folders if not (root / f).is_dir())
+    if absent:
+        raise CogError(
+            f"{root}: {len(absent)} concept folder(s) of level {level} are missing (e.g. "
+            f"{', '.join(absent[:5])}); is this the ImageNet-21K root the split file was made "
+            "for? Extract <wnid>.tar archives into <wnid>/ folders"
+        )
     return _from_class_lists(root, per_class, f"cog_l{level}", split)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -95,6 +96,11 @@ def test_cog_levels_from_split_file(tmp_path):
         dataset_images(
             "cog_l2", "train", imagenet_root=root, levels=lv_file, splits=tmp_path / "bad.pkl"
         )
+    moved = tmp_path / "elsewhere"
+    shutil.move(root / wnids[1], moved)
+    with pytest.raises(CogError, match=f"missing.*{wnids[1]}"):
+        dataset_images("cog_l2", "test", imagenet_root=root, levels=lv_file, splits=split_file)
+    shutil.move(moved, root / wnids[1])
     with pytest.raises(CogError, match="--imagenet-root"):
         dataset_images("cog_l2", "train", levels=lv_file, splits=split_file)
 
