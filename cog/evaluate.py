@@ -221,30 +221,20 @@ def resolve_datasets(cfg: EvalConfig) -> list[str]:
     return sorted(cfg.datasets, key=dataset_order)
 
 
-def check_roots(cfg: EvalConfig, model: str, datasets: Sequence[str]) -> None:
-    """Fail before any work when a cache must be extracted and its image root is missing."""
-    from cog.extract import cache_path
-
-    for ds in datasets:
-        missing = [
-            s for s in SPLITS if not cache_path(model, ds, s, cache_dir=cfg.cache_dir).exists()
-        ]
-        if not missing:
-            continue
-        if ds == "in1k" and cfg.in1k_root is None:
-            raise CogError(
-                f"in1k {'/'.join(missing)} features of {model} are not cached "
-                f"({cache_path(model, ds, missing[0], cache_dir=cfg.cache_dir)}); pass "
-                "--in1k-root DIR (the folder holding train/ and val/) or leave in1k out of "
-                "--datasets"
-            )
-        if ds != "in1k" and cfg.imagenet_root is None:
-            raise CogError(
-                f"{ds} {'/'.join(missing)} features of {model} are not cached "
-                f"({cache_path(model, ds, missing[0], cache_dir=cfg.cache_dir)}); pass "
-                "--imagenet-root DIR (the ImageNet-21K root) with --levels and --splits, or "
-                "leave the CoG levels out of --datasets"
-            )
+def check_roots(cfg: EvalConfig, datasets: Sequence[str]) -> None:
+    """Fail before any work when a dataset's image root is not given: the extractor needs it
+    to make a cache, and to check that an existing one still matches the images."""
+    if "in1k" in datasets and cfg.in1k_root is None:
+        raise CogError(
+            "in1k needs --in1k-root DIR (the folder holding train/ and val/); pass it, or "
+            "leave in1k out of --datasets"
+        )
+    levels = [d for d in datasets if d != "in1k"]
+    if levels and cfg.imagenet_root is None:
+        raise CogError(
+            f"{', '.join(levels)} need --imagenet-root DIR (the ImageNet-21K root) with "
+            "--levels and --splits; pass it, or leave the CoG levels out of --datasets"
+        )
 
 
 def open_split(path: Path, dataset: str, split: str) -> Split:
@@ -441,7 +431,7 @@ class Evaluator:
 
     def prepare(self) -> dict[str, tuple[Split, Split]]:
         """Extract missing caches, open and validate all of them (before any probe runs)."""
-        check_roots(self.cfg, self.card.name, self.datasets)
+        check_roots(self.cfg, self.datasets)
         opened: list[Split] = []
         try:
             for ds in self.datasets:

@@ -481,8 +481,8 @@ def test_bad_inputs_exit_2_and_leave_the_leaderboard_untouched(prepared, capsys)
     )
     i = args.index("--in1k-root")
     no_root = [*prepared.args[:i], *prepared.args[i + 2 :]]
-    assert main([*no_root, "--random-init", "--cache-dir", str(prepared.tmp / "empty")]) == 2
-    assert "pass --in1k-root DIR" in capsys.readouterr().err
+    assert main([*no_root, "--random-init"]) == 2
+    assert "in1k needs --in1k-root DIR" in capsys.readouterr().err
     assert (prepared.out / "leaderboard.csv").read_bytes() == before
 
 
@@ -658,3 +658,28 @@ def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys):
     pd.testing.assert_frame_equal(rand, lb.reset_index(drop=True))
     rec3 = json.loads((out / "runs" / SMOKE_MODEL / "cog_l1_all_fast.json").read_text())
     assert rec3["random_init"] is False and rec3["weights_sha256"] == sha256_file(weights)
+
+
+def test_reference_protocol_rows_and_files(prepared, monkeypatch):
+    import cog.probe
+
+    real = cog.probe.LogRegProbe
+
+    def short_reference(**kw):  # the authors' recipe, shortened: 30 x 100 epochs is minutes
+        assert kw["protocol"] == "reference"
+        return real(**kw, n_trials=2, epochs=3, batch_size=8)
+
+    monkeypatch.setattr(cog.probe, "LogRegProbe", short_reference)
+    args = [*prepared.args, "--random-init", "--datasets", "cog_l2", "--seeds", "22"]
+    assert main([*args, "--protocol", "reference", "--no-knn"]) == 0
+    runs = prepared.out / "runs" / "tiny-cnn+random-init"
+    assert [p.name for p in runs.glob("*.json")] == ["cog_l2_all_reference.json"]
+    rec = json.loads((runs / "cog_l2_all_reference.json").read_text())
+    assert set(rec["probe"]["per_seed"]["22"]["best_params"]) >= {"lr", "wd"}
+    lb = pd.read_csv(prepared.out / "leaderboard.csv", keep_default_na=False)
+    assert lb[["metric", "protocol"]].values.tolist() == [
+        ["top1", "reference"],
+        ["top5", "reference"],
+        ["alignment", "-"],
+        ["uniformity", "-"],
+    ]
