@@ -24,6 +24,16 @@ from cog.tldr import (
     parse_projector,
 )
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny fits run faster on one thread than on threads fighting a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SMALL = dict(epochs=3, batch_size=64, projector=(64, 64), device="cpu")
 
 
@@ -154,11 +164,11 @@ def test_tldr_training_lowers_the_loss():
 
 
 def test_tldr_keeps_neighbourhoods_at_least_as_well_as_pca_whitening():
-    X, latent = manifold()
+    X, latent = manifold(1000)
     k, d = 10, 16
     truth_latent = knn_graph(latent, k, device="cpu")
     truth_input = knn_graph(X, k, device="cpu")
-    tl = TLDR(d, epochs=20, batch_size=256, projector=(512, 512), device="cpu").fit_transform(X)
+    tl = TLDR(d, epochs=10, batch_size=256, projector=(512, 512), device="cpu").fit_transform(X)
     pw = PCAW(d, device="cpu").fit_transform(X)
     for truth in (truth_latent, truth_input):
         assert recall_at_k(tl, truth, k) >= recall_at_k(pw, truth, k)
@@ -314,3 +324,180 @@ def test_bad_projection_files(tmp_path):
     path = PCAW(3).fit(blobs()).save(tmp_path / "w.pt")
     with pytest.raises(CogError, match="holds a pcaw projection"):
         TLDR.load(path)
+
+
+# ----------------------------------------------------------------- cog-tldr end to end
+# Generated IN-1K / IN-21K trees of real JPEG files, a random-init timm test_resnet registered
+# in the zoo, the real extractor, cog-tldr, then cog-eval on the composite card.
+
+BASE = "tldr_smoke_resnet"
+BASE_CARD = {
+    "name": BASE,
+    "group": "local",
+    "title": "random-init timm test_resnet at 48 px (cog-tldr tests)",
+    "arch": {"source": "timm", "name": "test_resnet", "kwargs": {}},
+    "feature": {"dim": 96, "layer": "global-average-pooled last stage", "pool": "head"},
+    "preprocess": {"resize": 56, "crop": 48, "interpolation": "bicubic"},
+    "weights": [{"path": "/nonexistent/tldr_smoke_resnet.pth"}],
+}
+FAST = ["--epochs", "2", "--batch-size", "16", "--projector", "32,32", "--n-neighbors", "3"]
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    import pickle
+
+    synthetic = pytest.importorskip("cog.synthetic")
+    splits_mod = pytest.importorskip("cog.splits")
+    from cog.io import read_wnid_list
+
+    tmp = tmp_path_factory.mktemp("tldr_trees")
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "splits"
+    seen = read_wnid_list(root / "imagenet1k_wnids.txt")[:4]
+    pool = [w for w in read_wnid_list(root / "imagenet21k_fall11_wnids.txt") if w not in seen]
+    unseen = pool[:: len(pool) // 6][:6]
+    in1k = synthetic.make_imagenet1k(tmp / "in1k", seen, n_train=8, n_val=2)
+    in21k = synthetic.make_imagenet21k(tmp / "in21k", unseen, n_per_class=6)
+    levels = tmp / "cog_levels_mapping_file.pkl"
+    levels.write_bytes(pickle.dumps([sorted(unseen[:3]), sorted(unseen[3:])]))
+    result = splits_mod.build_splits(
+        in21k, levels, n_test=2, min_train=4, max_train=4, progress=False
+    )
+    splits_mod.write_splits(result, tmp / "splits")
+    return tmp, in1k, in21k, levels, tmp / "splits" / "cog_concepts_split_file.pkl"
+
+
+@pytest.fixture
+def home(trees, tmp_path, monkeypatch):
+    zoo = pytest.importorskip("cog.zoo")
+    pytest.importorskip("cog.extract")
+    monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
+    zoo.register_card(BASE_CARD)
+    try:
+        zoo.ModelCard.from_dict({**BASE_CARD, "name": f"{BASE}+tldr16"})
+    except CogError as e:  # pragma: no cover - depends on the zoo engineer's module
+        pytest.xfail(f"cog.zoo rejects the composite names docs/design.md prescribes: {e}")
+    _, in1k, in21k, levels, splits = trees
+    common = [
+        "--in1k-root",
+        str(in1k),
+        "--imagenet-root",
+        str(in21k),
+        "--levels",
+        str(levels),
+        "--splits",
+        str(splits),
+        "--cache-dir",
+        str(tmp_path / "features"),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--workers",
+        "0",
+        "--random-init",
+    ]
+    return tmp_path, common
+
+
+def test_cog_tldr_fit_registers_a_composite_that_cog_eval_scores(home, capsys):
+    import json
+
+    import pandas as pd
+
+    from cog import zoo
+    from cog.cli.eval import main as eval_main
+    from cog.cli.tldr import main
+    from cog.features import open_features
+
+    tmp, common = home
+    assert main(["fit", BASE, "--dim", "16", *FAST, *common]) == 0
+    out = capsys.readouterr().out
+    name = f"{BASE}+tldr16"
+    assert f"registered {name}" in out and "RANDOM-INIT" in out
+    card = zoo.get_card(name)
+    assert card.base == BASE and card.group == "local" and card.feature_dim == 16
+    path = tmp / "home" / "projections" / f"{name}.pt"
+    assert card.projection.path == str(path) and card.projection.kind == "tldr"
+    from cog.io import sha256_file
+
+    assert card.projection.sha256 == sha256_file(path)
+    assert not list(path.parent.glob(".*ckpt"))  # the checkpoint is removed once saved
+    # the projection applies to the base model's cache exactly as transform does
+    base_cache = tmp / "features" / BASE / "in1k_train.h5"
+    with open_features(base_cache) as fs:
+        X = fs.load()
+    model = TLDR.load(path)
+    assert model.fit_info_["base_weights_sha256"] == "random-init"
+    with torch.no_grad():
+        via_module = load_projection(path)(torch.from_numpy(X)).numpy()
+    assert np.allclose(via_module, model.transform(X), atol=1e-5)
+
+    # a second fit with the same settings reuses the file; other settings need --overwrite
+    mtime = path.stat().st_mtime_ns
+    assert main(["fit", BASE, "--dim", "16", *FAST, *common]) == 0
+    assert "reusing" in capsys.readouterr().out and path.stat().st_mtime_ns == mtime
+    assert main(["fit", BASE, "--dim", "16", *FAST, "--seed", "5", *common]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+    # cog-eval scores the composite from the projected base cache
+    res = tmp / "results"
+    args = [name, *common, "--out", str(res), "--seeds", "22", "--datasets", "in1k,cog_l1"]
+    assert eval_main(args) == 0, capsys.readouterr().err
+    lb = pd.read_csv(res / "leaderboard.csv")
+    assert set(lb.dataset) == {"in1k", "cog_l1"} and lb.model.str.startswith(name).all()
+    run = next((res / "runs").glob("*/in1k_all_fast.json"))
+    assert json.loads(run.read_text())["data"]["train"]["feature_dim"] == 16
+    with open_features(tmp / "features" / name / "in1k_test.h5") as fs:
+        assert fs.dim == 16
+
+
+def test_cog_tldr_study_writes_table_and_plot(home, capsys):
+    import pandas as pd
+
+    from cog.cli.tldr import main
+
+    tmp, common = home
+    out = tmp / "study"
+    args = [
+        "study",
+        BASE,
+        "--dims",
+        "8,16,128",
+        "--datasets",
+        "in1k,cog_l2",
+        "--metric",
+        "knn",
+        *FAST,
+        *common,
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "d=128: skipped, larger than the feature dimension 96" in text
+    table = pd.read_csv(out / f"tldr_{BASE}.csv")
+    assert len(table) == 2 * (1 + 2 * 2)  # per dataset: full + 2 methods x 2 dims
+    assert set(table.method) == {"full", "tldr", "pcaw"}
+    assert table.top1.between(0, 100).all()
+    full = table[table.method == "full"].set_index("dataset").top1
+    want = (table.top1 / table.dataset.map(full)).where(table.dataset.map(full) > 0)
+    assert np.allclose(table.ratio, want, equal_nan=True)
+    assert (out / f"tldr_{BASE}.png").stat().st_size > 1000
+    md = (out / f"tldr_{BASE}.md").read_text()
+    assert "| tldr | 8 |" in md and "| pcaw | 16 |" in md
+    # a rerun resumes from the record: nothing is fitted or scored again
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert "scoring" not in again and "fitting" not in again
+
+
+def test_cog_tldr_bad_requests(home, capsys):
+    from cog.cli.tldr import main
+
+    _, common = home
+    assert main(["fit", BASE, "--dim", "500", *common]) == 2
+    assert "fewer than --dim 500" in capsys.readouterr().err
+    assert main(["fit", BASE, "--dim", "8", "--fit-on", "in1k/test", *common]) == 2
+    assert "leaks" in capsys.readouterr().err
+    assert main(["fit", "no_such_model", "--dim", "8", *common]) == 2
+    assert "unknown model" in capsys.readouterr().err

@@ -1,0 +1,174 @@
+"""cog-tldr: compress a backbone's cached features with TLDR or PCA whitening.
+
+  cog-tldr fit MODEL --dim 128 [--method tldr|pcaw]   fit, save, register MODEL+tldr128
+  cog-tldr study MODEL --dims 16,32,64,128,256         TLDR vs PCA-w top-1 per level, table + plot
+
+`cog-eval MODEL+tldr128` then evaluates the compressed model from the base model's cache."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from cog.cli import friendly_errors
+from cog.tldr import DEFAULT_STUDY_DIMS, ENCODERS, METHODS, OPTIMIZERS, STUDY_METRICS
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected integers separated by commas"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers, e.g. 16,32,64")
+    return values
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="zoo name or alias of the backbone (cog-models lists them)")
+    p.add_argument(
+        "--fit-on",
+        default="in1k/train",
+        help="DATASET/SPLIT whose cached features the projection is fitted on",
+    )
+    p.add_argument("--cache-dir", type=Path, help="feature cache (default $COG_HOME/features)")
+    p.add_argument("--in1k-root", type=Path, help="ImageNet-1K root, for caches still missing")
+    p.add_argument("--imagenet-root", type=Path, help="ImageNet-21K root (<wnid>/ folders)")
+    p.add_argument("--levels", type=Path, help="levels file (for cog_lN datasets)")
+    p.add_argument("--splits", type=Path, help="per-concept train/test lists (for cog_lN)")
+    p.add_argument("--checkpoint", type=Path, help="weights file instead of the card's")
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="use RANDOM backbone weights (smoke tests only)",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
+    p.add_argument("--workers", type=int, help="decoding processes for missing caches")
+    p.add_argument("--overwrite", action="store_true", help="refit instead of reusing results")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    g = p.add_argument_group("TLDR (defaults: the authors' settings)")
+    g.add_argument("--n-neighbors", type=int, help="k of the kNN positives (default 5)")
+    g.add_argument("--encoder", choices=ENCODERS, help="encoder kept after training (linear)")
+    g.add_argument("--projector", help="projector, e.g. mlp-2-2048 (default) or 2048,2048,2048")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="lars (default), sgd, adamw")
+    g.add_argument("--lr", type=float, help="base lr for batch 256, scaled linearly (0.2)")
+    g.add_argument("--epochs", type=int, help="training epochs (100)")
+    g.add_argument("--batch-size", type=int, help="pairs per step (1024)")
+    g.add_argument("--knn", choices=("auto", "exact", "faiss"), help="kNN search (auto)")
+    g.add_argument("--seed", type=int, help="random_state (0)")
+    g = p.add_argument_group("PCA whitening")
+    g.add_argument("--power", type=float, help="eigenvalue power: 0.5 whitening, 0.25 softer")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cog-tldr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="fit one projection and register MODEL+<method><dim>")
+    _common(f)
+    f.add_argument("--dim", type=int, required=True, help="output dimensions d")
+    f.add_argument("--method", choices=METHODS, default="tldr", help="tldr or pcaw (PCA-w)")
+    f.add_argument("--name", help="zoo name of the composite (default MODEL+<method><dim>)")
+    f.add_argument("--out", type=Path, help="projection file (default $COG_HOME/projections/)")
+    s = sub.add_parser("study", help="TLDR vs PCA-w at several d: top-1 per level, table, plot")
+    _common(s)
+    s.add_argument("--dims", type=_int_list, default=DEFAULT_STUDY_DIMS, help="16,32,64,128,256")
+    s.add_argument("--methods", type=_name_list, default=METHODS, help="tldr,pcaw")
+    s.add_argument("--datasets", type=_name_list, help="default: in1k and every level")
+    s.add_argument(
+        "--metric",
+        choices=STUDY_METRICS,
+        default="logreg",
+        help="logreg: cog's fast linear probe (default); knn: the weighted kNN classifier",
+    )
+    s.add_argument("--probe-seed", type=int, default=22, help="seed of the linear probe")
+    s.add_argument("--out", type=Path, default=Path("results/figures"), help="output folder")
+    return p
+
+
+TLDR_FLAGS = ("n_neighbors", "encoder", "optimizer", "lr", "epochs", "batch_size", "knn")
+
+
+def _params(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    """Estimator parameters given on the command line (the others keep their defaults)."""
+    if method == "pcaw":
+        return {} if args.power is None else {"power": args.power}
+    out = {k: getattr(args, k) for k in TLDR_FLAGS if getattr(args, k) is not None}
+    if args.projector:
+        spec = args.projector
+        out["projector"] = spec if spec.startswith("mlp-") else tuple(_int_list(spec))
+    if args.seed is not None:
+        out["random_state"] = args.seed
+    return out
+
+
+def _feature_kw(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        cache_dir=args.cache_dir,
+        in1k_root=args.in1k_root,
+        imagenet_root=args.imagenet_root,
+        levels=args.levels,
+        splits=args.splits,
+        checkpoint=args.checkpoint,
+        random_init=args.random_init,
+        device=args.device,
+        workers=args.workers,
+        progress=not args.no_progress,
+    )
+
+
+@friendly_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from cog import tldr
+
+    if args.random_init:
+        print("WARNING: RANDOM-INIT backbone weights (--random-init): smoke tests only")
+    if args.command == "fit":
+        res = tldr.compress_model(
+            args.model,
+            args.dim,
+            method=args.method,
+            fit_on=args.fit_on,
+            params=_params(args, args.method),
+            name=args.name,
+            out=args.out,
+            overwrite=args.overwrite,
+            **_feature_kw(args),
+        )
+        info = res["fit_info"]
+        print(
+            f"projection: {res['path']} (sha256 {res['sha256'][:12]}, {info.get('n_samples')} "
+            f"points, {info.get('input_dim')} -> {args.dim})"
+        )
+        print(
+            f"registered {res['name']} in {res['card']}; evaluate it with: cog-eval {res['name']}"
+        )
+        return 0
+    table = tldr.study(
+        args.model,
+        args.dims,
+        methods=args.methods,
+        datasets=args.datasets,
+        fit_on=args.fit_on,
+        metric=args.metric,
+        seed=args.probe_seed,
+        params={m: _params(args, m) for m in args.methods},
+        out=args.out,
+        overwrite=args.overwrite,
+        **_feature_kw(args),
+    )
+    shown = table[["dataset", "method", "dim", "top1", "ratio"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
