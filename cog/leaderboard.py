@@ -2,7 +2,7 @@
 (model, dataset, setting, n_shot, metric, protocol).
 
 Several `cog-eval` processes may finish at once, so every update takes an exclusive lock on a
-sidecar `<file>.lock` (fcntl.flock), re-reads the file, replaces the rows whose key it writes,
+sidecar `.<file>.lock` (fcntl.flock), re-reads the file, replaces the rows whose key it writes,
 and renames a temporary copy over the CSV: a reader never sees a half-written file and a writer
 never loses another writer's rows.
 """
@@ -73,10 +73,11 @@ def dataset_order(dataset: str) -> tuple[int, str]:
 
 @contextlib.contextmanager
 def locked(path: str | Path) -> Iterator[Path]:
-    """Hold an exclusive lock on `<path>.lock` (a sidecar, so the CSV itself can be replaced)."""
+    """Hold an exclusive lock on `.<name>.lock` beside `path` (a sidecar: the CSV itself is
+    replaced on every write, so it cannot carry the lock)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(path.name + ".lock")
+    lock = path.with_name(f".{path.name}.lock")
     with open(lock, "a+") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
