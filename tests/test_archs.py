@@ -7,6 +7,7 @@ Every synthetic tensor holds distinct values, so a value check proves the key ma
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -405,3 +406,180 @@ def test_byol_model_uses_same_padding_everywhere():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(isinstance(m, SameConv2d) and m.padding == (0, 0) for m in convs)
     assert isinstance(model.maxpool, SameMaxPool2d) and model.maxpool.padding == 0
+
+
+# ------------------------------------------------ forward equivalence with the originals
+# Functional re-statements of the ORIGINAL forward passes, run on the ORIGINAL keys: the
+# converted model must compute the same function, not just hold the same tensors.
+def plausible(layout: Layout, seed: int = 0) -> dict[str, torch.Tensor]:
+    """He-scaled random weights and near-identity BatchNorms: a deep random net whose output
+    still depends on its input (checked by `_check_same_function`)."""
+    gen = torch.Generator().manual_seed(seed)
+    bns = {k[: -len(".running_var")] for k in layout if k.endswith(".running_var")}
+    out = {}
+    for key, (shape, _) in layout.items():
+        r = torch.randn(shape, generator=gen)
+        prefix, _, leaf = key.rpartition(".")
+        if leaf == "num_batches_tracked":
+            out[key] = torch.tensor(0)
+        elif prefix in bns:
+            out[key] = {"weight": 1 + 0.1 * r, "bias": 0.01 * r, "running_mean": 0.01 * r,
+                        "running_var": 1 + 0.1 * r.abs()}[leaf]
+        elif len(shape) < 2:
+            out[key] = 0.1 * r
+        else:
+            out[key] = r * (2 / math.prod(shape[1:])) ** 0.5
+    return out
+
+
+def _bnf(x: torch.Tensor, sd: dict, p: str) -> torch.Tensor:
+    return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"],
+                        sd[f"{p}.bias"], False, 0.0, 1e-5)
+
+
+def _loaded(name: str, sd: dict, wrap=lambda s: s) -> torch.nn.Module:
+    model = copy.deepcopy(model_for(name, fresh=True))
+    model.load_state_dict(CONVERTERS[name](wrap(sd)), strict=True)
+    return model
+
+
+def _check_same_function(model, reference, size: int, flip: bool = False) -> None:
+    """Equal outputs on two inputs, equal input-dependent parts, and a real dependence."""
+    gen = torch.Generator().manual_seed(1)
+    x1, x2 = (torch.randn(1, 3, size, size, generator=gen) for _ in "ab")
+    with torch.inference_mode():
+        m1, m2 = model(x1), model(x2)
+        r1, r2 = (reference(x.flip(1) if flip else x) for x in (x1, x2))
+    change = (r1 - r2).abs().max()
+    assert change > 2e-3 * r1.abs().max()  # the output really depends on the input
+    assert (m1 - r1).abs().max() < 1e-4 * r1.abs().max()
+    assert ((m1 - m2) - (r1 - r2)).abs().max() < 1e-3 * change
+
+
+def openai_clip_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    """clip/model.py ModifiedResNet + AttentionPool2d, written against the OpenAI keys."""
+    for i in (1, 2, 3):
+        x = F.relu(_bnf(F.conv2d(x, sd[f"visual.conv{i}.weight"], stride=2 if i == 1 else 1,
+                                 padding=1), sd, f"visual.bn{i}"))
+    x = F.avg_pool2d(x, 2)
+    for s, (_, n, stride) in enumerate(R50_STAGES, 1):
+        for j in range(n):
+            p, st = f"visual.layer{s}.{j}", stride if j == 0 else 1
+            out = F.relu(_bnf(F.conv2d(x, sd[f"{p}.conv1.weight"]), sd, f"{p}.bn1"))
+            out = F.relu(_bnf(F.conv2d(out, sd[f"{p}.conv2.weight"], padding=1), sd, f"{p}.bn2"))
+            out = F.avg_pool2d(out, st) if st > 1 else out
+            out = _bnf(F.conv2d(out, sd[f"{p}.conv3.weight"]), sd, f"{p}.bn3")
+            if j == 0:
+                idn = F.avg_pool2d(x, st) if st > 1 else x
+                x = _bnf(F.conv2d(idn, sd[f"{p}.downsample.0.weight"]), sd, f"{p}.downsample.1")
+            x = F.relu(out + x)
+    a = "visual.attnpool."
+    t = x.flatten(2).permute(2, 0, 1)  # (HW) N C
+    t = torch.cat([t.mean(0, keepdim=True), t]) + sd[a + "positional_embedding"][:, None, :]
+    out, _ = F.multi_head_attention_forward(
+        query=t[:1], key=t, value=t, embed_dim_to_check=t.shape[-1], num_heads=32,
+        q_proj_weight=sd[a + "q_proj.weight"], k_proj_weight=sd[a + "k_proj.weight"],
+        v_proj_weight=sd[a + "v_proj.weight"], in_proj_weight=None,
+        in_proj_bias=torch.cat([sd[a + f"{c}_proj.bias"] for c in "qkv"]), bias_k=None,
+        bias_v=None, add_zero_attn=False, dropout_p=0.0, out_proj_weight=sd[a + "c_proj.weight"],
+        out_proj_bias=sd[a + "c_proj.bias"], use_separate_proj_weight=True, training=False,
+        need_weights=False,
+    )
+    return out.squeeze(0)
+
+
+def test_clip_matches_openai_modified_resnet():
+    sd = plausible(openai_clip_layout())
+    _check_same_function(_loaded("clip_rn50", sd), lambda x: openai_clip_reference(sd, x), 224)
+
+
+def pycls_reference(sd: dict, x: torch.Tensor, variant: str) -> torch.Tensor:
+    """pycls EffNet forward (BGR input), written against the pycls keys."""
+    stem, depths, widths, _ = PYCLS[variant]
+
+    def conv(x, key, stride=1, groups=1, bias=False):
+        w = sd[f"{key}.weight"]
+        b = sd[f"{key}.bias"] if bias else None
+        return F.conv2d(x, w, b, stride, (w.shape[-1] - 1) // 2, 1, groups)
+
+    x = F.silu(_bnf(conv(x, "stem.conv", 2), sd, "stem.bn"))
+    w_in = stem
+    for s, (d, w, e) in enumerate(zip(depths, widths, PYCLS_EXP, strict=True), 1):
+        for b in range(1, d + 1):
+            p, stride = f"s{s}.b{b}", ((1, 2, 2, 2, 1, 2, 1)[s - 1] if b == 1 else 1)
+            f = x
+            if int(w_in * e) != w_in:
+                f = F.silu(_bnf(conv(f, f"{p}.exp"), sd, f"{p}.exp_bn"))
+            f = F.silu(_bnf(conv(f, f"{p}.dwise", stride, f.shape[1]), sd, f"{p}.dwise_bn"))
+            g = F.silu(conv(f.mean((2, 3), keepdim=True), f"{p}.se.f_ex.0", bias=True))
+            f = f * torch.sigmoid(conv(g, f"{p}.se.f_ex.2", bias=True))
+            f = _bnf(conv(f, f"{p}.lin_proj"), sd, f"{p}.lin_proj_bn")
+            x = x + f if stride == 1 and w_in == w else f
+            w_in = w
+    return F.silu(_bnf(conv(x, "head.conv"), sd, "head.conv_bn")).mean((2, 3))
+
+
+def test_pycls_effnet_matches_pycls_forward_with_bgr_flip():
+    sd = plausible(pycls_layout("b1"))
+    model = _loaded("pycls_effnet_b1", sd, lambda s: {"model_state": s})
+    ref = lambda x: pycls_reference(sd, x, "b1")  # noqa: E731
+    _check_same_function(model, ref, 64, flip=True)  # RGB in, pycls saw BGR
+    with pytest.raises(AssertionError):
+        _check_same_function(model, ref, 64, flip=False)
+
+
+def separius_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    """SimCLRv2-Pytorch ResNet forward (apply_fc=False), written against its keys."""
+    x = F.relu(_bnf(F.conv2d(x, sd["net.0.0.weight"], stride=2, padding=3), sd, "net.0.1.0"))
+    x = F.max_pool2d(x, 3, 2, 1)
+    for s, (_, n, stride) in enumerate(R50_STAGES, 1):
+        for j in range(n):
+            p, st = f"net.{s}.blocks.{j}", stride if j == 0 else 1
+            short = x
+            if j == 0:
+                short = _bnf(F.conv2d(x, sd[f"{p}.projection.shortcut.weight"], stride=st), sd,
+                             f"{p}.projection.bn.0")
+            out = F.relu(_bnf(F.conv2d(x, sd[f"{p}.net.0.weight"]), sd, f"{p}.net.1.0"))
+            out = F.relu(_bnf(F.conv2d(out, sd[f"{p}.net.2.weight"], stride=st, padding=1), sd,
+                              f"{p}.net.3.0"))
+            out = _bnf(F.conv2d(out, sd[f"{p}.net.4.weight"]), sd, f"{p}.net.5.0")
+            x = F.relu(short + out)
+    return x.mean((2, 3))
+
+
+def test_simclrv2_matches_separius_forward():
+    sd = plausible(separius_layout())
+    model = _loaded("simclrv2_resnet50", sd, lambda s: {"resnet": s})
+    _check_same_function(model, lambda x: separius_reference(sd, x), 64)
+
+
+def byol_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    """byol-convert forward: explicit TF-SAME zero padding before padding-0 convs/pool."""
+
+    def tf_pad(x, k, s):
+        pads = []
+        for n in (x.shape[-1], x.shape[-2]):  # F.pad order: width first
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads)
+
+    x = F.relu(_bnf(F.conv2d(tf_pad(x, 7, 2), sd["conv1.weight"], stride=2), sd, "bn1"))
+    x = F.max_pool2d(tf_pad(x, 3, 2), 3, 2)
+    for s, (_, n, stride) in enumerate(R50_STAGES, 1):
+        for j in range(n):
+            p, st = f"layer{s}.{j}", stride if j == 0 else 1
+            out = F.relu(_bnf(F.conv2d(x, sd[f"{p}.conv1.weight"]), sd, f"{p}.bn1"))
+            out = F.relu(_bnf(F.conv2d(tf_pad(out, 3, st), sd[f"{p}.conv2.weight"], stride=st),
+                              sd, f"{p}.bn2"))
+            out = _bnf(F.conv2d(out, sd[f"{p}.conv3.weight"]), sd, f"{p}.bn3")
+            if j == 0:
+                x = _bnf(F.conv2d(tf_pad(x, 1, st), sd[f"{p}.downsample.0.weight"], stride=st),
+                         sd, f"{p}.downsample.1")
+            x = F.relu(out + x)
+    return x.mean((2, 3))
+
+
+@pytest.mark.parametrize("size", [64])  # even: TF pads the odd pixel after
+def test_byol_matches_byol_convert_forward(size):
+    sd = plausible(torchvision_r50_layout(tracked=False))
+    _check_same_function(_loaded("byol_resnet50", sd), lambda x: byol_reference(sd, x), size)
