@@ -544,8 +544,8 @@ def _run(
         prefetch_factor=2 if nw > 0 else None,
     )
     model = backbone.to(dev).eval().to(memory_format=torch.channels_last)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    # cudnn.benchmark stays off: its timing-based choice of kernels could differ between a
+    # run and its resumption, and resumed features must be identical
     forward = _Forward(model, dev, prec)
     total = sum(len(b) for b in batches)
     bar = tqdm(

@@ -56,32 +56,39 @@ def synthetic_image(label: int, size: tuple[int, int], rng: np.random.Generator)
     return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB")
 
 
-@dataclass
-class _Sizer:
-    """Chooses each file's size: the first `n_large` files of the tree get `large` sizes."""
-
-    sizes: Sequence[tuple[int, int]]
-    n_large: int = 0
-    large: Sequence[tuple[int, int]] = ((500, 375), (375, 500))
-    count: int = field(default=0)
-
-    def __call__(self, rng: np.random.Generator) -> tuple[int, int]:
-        self.count += 1
-        pool = self.large if self.count <= self.n_large else self.sizes
-        return tuple(pool[int(rng.integers(len(pool)))])  # type: ignore[return-value]
+LARGE_SIZES: tuple[tuple[int, int], ...] = ((500, 375), (375, 500))
 
 
-def _write_class(
-    folder: Path,
-    names: list[str],
-    label: int,
-    sizer: _Sizer,
-    rng: np.random.Generator,
-    quality: int,
-) -> None:
+def _write_class(job: tuple) -> None:
+    """Write one class folder. A job is (folder, names, label, sizes, n_large, quality, seed):
+    its own generator, so classes can be written in parallel and stay reproducible."""
+    folder, names, label, sizes, n_large, quality, seed = job
+    rng = np.random.default_rng([seed, label, len(names)])
     folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        synthetic_image(label, sizer(rng), rng).save(folder / name, "JPEG", quality=quality)
+    for k, name in enumerate(names):
+        pool = LARGE_SIZES if k < n_large else sizes
+        size = tuple(pool[int(rng.integers(len(pool)))])
+        synthetic_image(label, size, rng).save(folder / name, "JPEG", quality=quality)
+
+
+def _run_jobs(jobs: list[tuple], workers: int) -> None:
+    if workers <= 1:
+        for job in jobs:
+            _write_class(job)
+        return
+    from multiprocessing import get_context
+
+    with get_context("fork").Pool(workers) as pool:
+        pool.map(_write_class, jobs)
+
+
+def _large_counts(counts: list[int], n_large: int) -> list[int]:
+    """The first `n_large` files of the tree (in writing order) get realistic sizes."""
+    out = []
+    for c in counts:
+        out.append(min(c, n_large))
+        n_large -= out[-1]
+    return out
 
 
 def make_imagenet1k(
@@ -94,22 +101,23 @@ def make_imagenet1k(
     n_large: int = 0,
     quality: int = 90,
     seed: int = 0,
+    workers: int = 1,
 ) -> Path:
     """Write `<root>/train/<wnid>/<wnid>_<i>.JPEG` and `<root>/val/<wnid>/ILSVRC2012_val_*.JPEG`.
 
     `n_large` files (the first ones written) get realistic 500x375 sizes; the rest `sizes`.
+    `workers` processes write classes in parallel (same files as one process).
     """
     root = Path(root)
-    wnids = _check_wnids(wnids)
-    rng = np.random.default_rng(seed)
-    sizer = _Sizer(sizes, n_large)
-    val_id = 1
-    for label, w in enumerate(sorted(wnids)):
-        names = [f"{w}_{i + 1}.JPEG" for i in range(n_train)]
-        _write_class(root / "train" / w, names, label, sizer, rng, quality)
+    wnids = sorted(_check_wnids(wnids))
+    jobs, val_id = [], 1
+    for label, w in enumerate(wnids):
+        jobs.append((root / "train" / w, [f"{w}_{i + 1}.JPEG" for i in range(n_train)], label))
         names = [f"ILSVRC2012_val_{val_id + i:08d}.JPEG" for i in range(n_val)]
         val_id += n_val
-        _write_class(root / "val" / w, names, label, sizer, rng, quality)
+        jobs.append((root / "val" / w, names, label))
+    large = _large_counts([len(j[1]) for j in jobs], n_large)
+    _run_jobs([(*j, sizes, n, quality, seed) for j, n in zip(jobs, large, strict=True)], workers)
     return root
 
 
@@ -122,6 +130,7 @@ def make_imagenet21k(
     n_large: int = 0,
     quality: int = 90,
     seed: int = 0,
+    workers: int = 1,
 ) -> Path:
     """Write `<root>/<wnid>/<wnid>_<n>.JPEG` (the ImageNet-21K layout); `n_per_class` is one
     count for all classes or one per wnid (in the given order)."""
@@ -131,13 +140,15 @@ def make_imagenet21k(
     if len(counts) != len(wnids):
         raise CogError(f"n_per_class has {len(counts)} counts for {len(wnids)} wnids")
     rng = np.random.default_rng(seed)
-    sizer = _Sizer(sizes, n_large)
     order = sorted(range(len(wnids)), key=lambda k: wnids[k])
+    jobs = []
     for label, k in enumerate(order):
         w = wnids[k]
         # ImageNet-21K numbers are sparse, not 1..n: mimic that so sorting is exercised
         nums = sorted(rng.choice(np.arange(1, 40 * counts[k] + 2), counts[k], replace=False))
-        _write_class(root / w, [f"{w}_{n}.JPEG" for n in nums], label, sizer, rng, quality)
+        jobs.append((root / w, [f"{w}_{n}.JPEG" for n in nums], label))
+    large = _large_counts([len(j[1]) for j in jobs], n_large)
+    _run_jobs([(*j, sizes, n, quality, seed) for j, n in zip(jobs, large, strict=True)], workers)
     return root
 
 

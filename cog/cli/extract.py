@@ -18,7 +18,7 @@ def parser() -> argparse.ArgumentParser:
         prog="cog-extract",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Many GPUs: torchrun --nproc-per-node 8 $(which cog-extract) MODEL ...",
+        epilog="Many GPUs or nodes: torchrun --nproc-per-node 8 -m cog.cli.extract MODEL ...",
     )
     p.add_argument("model", help="zoo model name or alias (cog-models lists them)")
     src = p.add_argument_group("benchmark datasets")
