@@ -5,11 +5,12 @@ images/s (end to end and data loading alone) and feature agreement.
 
 Both sides use the same model (random init unless --trained: speed does not depend on the
 weights), the same card transform, batch size and worker count, on the same generated tree of
-real JPEG files (ImageNet-like sizes, see --sizes). The baseline is what a user writes by hand: ImageFolder
-with the card's transform, a DataLoader, `torch.no_grad()`, fp32. cog runs `extract()` as
-users do (its HDF5 write included), in fast and --exact mode. Agreement: per-image cosine and
-max abs difference, exact vs baseline and fast vs exact, and leave-one-out 1-NN top-1 on the
-generated classes (a probe-free stand-in for the top-1 difference).
+real JPEG files (ImageNet-like sizes, see --sizes). The baseline is what a user writes by
+hand: ImageFolder with the card's transform, a DataLoader, `torch.no_grad()`, fp32. cog runs
+`extract()` as users do (its HDF5 write included), in fast and --exact mode. Agreement:
+per-image cosine and max abs difference, exact vs baseline and fast vs exact, the fast path's
+input difference on DCT-reduced images, and leave-one-out 1-NN top-1 on the generated classes
+(a probe-free stand-in for the top-1 difference).
 """
 
 from __future__ import annotations
