@@ -1,0 +1,145 @@
+"""cog-models: list the model zoo, show a card, and check that a checkpoint loads strictly.
+
+`check` converts the checkpoint with the card's converter, loads it strictly (every
+architecture tensor filled, no stray keys besides the card's documented heads), runs one
+batch of two images through the exact eval preprocessing and prints the feature dimension.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from cog.cli import friendly_errors
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cog-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ls = sub.add_parser("list", help="one line per model")
+    ls.add_argument("--group", help="only this group: sup, a, s, r, d, local")
+    ls.add_argument("--names", action="store_true", help="names only, one a line")
+    show = sub.add_parser("show", help="print a model card (YAML) and where its weights are")
+    show.add_argument("name", help="model name or alias")
+    check = sub.add_parser("check", help="convert, load strictly, run one batch")
+    check.add_argument("name", help="model name or alias")
+    check.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="local checkpoint in the card's original layout (default: the "
+        "card's weight sources: cache, then download)",
+    )
+    check.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random weights (smoke test of the architecture only)",
+    )
+    check.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    return p
+
+
+def _weights_kind(card) -> str:
+    if card.base is not None:
+        return f"{card.base}+{card.projection.kind}"
+    return ",".join(dict.fromkeys(w.kind for w in card.weights))
+
+
+def cmd_list(group: str | None, names_only: bool) -> int:
+    from cog import zoo
+
+    names = zoo.list_models(group)
+    if names_only:
+        print("\n".join(names))
+        return 0
+    rows = [("name", "group", "arch", "dim", "input", "weights", "aliases")]
+    for n in names:
+        c = zoo.get_card(n)
+        arch = f"{c.arch.source}:{c.arch.name}" if c.arch else f"base:{c.base}"
+        rows.append(
+            (
+                n,
+                c.group,
+                arch,
+                str(c.feature_dim),
+                str(c.preprocess.crop),
+                _weights_kind(c),
+                ", ".join(c.aliases),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+    print(f"\n{len(names)} models" + (f" in group {group}" if group else ""))
+    return 0
+
+
+def cmd_show(name: str) -> int:
+    from cog import convert, zoo
+
+    card = zoo.get_card(name)
+    print(f"# {card.source_file}")
+    print(yaml.safe_dump(card.to_dict(), sort_keys=False, width=100, allow_unicode=True), end="")
+    if card.base is None:
+        print(f"# converter {card.converter!r}: {convert.DOCS.get(card.converter, '(cog.archs)')}")
+        for w in card.weights:
+            hit = zoo._cached(w)
+            state = f"cached at {hit}" if hit else "not cached"
+            print(f"# {w.describe()}: {state}")
+    return 0
+
+
+def cmd_check(name: str, checkpoint: Path | None, random_init: bool, device: str) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from cog import CogError, zoo
+
+    t0 = time.perf_counter()
+    backbone = zoo.load(name, checkpoint=checkpoint, random_init=random_init, device=device)
+    t_load = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    side = backbone.card.preprocess.resize + 32
+    images = [
+        Image.fromarray(rng.integers(0, 256, (side, side + 17, 3), dtype=np.uint8))
+        for _ in range(2)
+    ]
+    batch = torch.stack([backbone.transform(im) for im in images])
+    dev = next(backbone.parameters()).device
+    with torch.no_grad():
+        feats = backbone(batch.to(dev))
+    if tuple(feats.shape) != (2, backbone.feature_dim):
+        raise CogError(
+            f"{name}: features have shape {tuple(feats.shape)}, the card says "
+            f"[2, {backbone.feature_dim}]; fix the card's feature.dim or arch"
+        )
+    if not torch.isfinite(feats).all():
+        raise CogError(f"{name}: features contain NaN/inf; the checkpoint is damaged")
+    card = backbone.card
+    print(f"model          {card.name} ({card.group})")
+    print(f"weights        {'random init' if random_init else checkpoint or 'card source'}")
+    print(f"weights sha256 {backbone.weights_sha256}")
+    print(f"strict load    ok ({zoo.n_params(backbone):.1f}M parameters, {t_load:.1f}s)")
+    print(f"input          {tuple(batch.shape[1:])} {card.preprocess.channel_order}")
+    print(f"feature dim    {feats.shape[1]}")
+    return 0
+
+
+@friendly_errors
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.cmd == "list":
+        return cmd_list(args.group, args.names)
+    if args.cmd == "show":
+        return cmd_show(args.name)
+    return cmd_check(args.name, args.checkpoint, args.random_init, args.device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

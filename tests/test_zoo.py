@@ -1,0 +1,689 @@
+"""Model zoo: cards, architectures, strict loading, weight cache, composite and user cards.
+
+Nothing is downloaded: checkpoints are synthetic, written in each release's original key
+layout from the architecture's own state dict. Architectures over ~50M parameters (VGG19,
+ResNet-152, ViT-B/DeiT-B, DeiT-B-384) are built only with COG_TEST_LARGE=1; their converter
+round trips run on the same-family small model (same key layout) instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from cog import CogError, zoo
+from cog.convert import convert
+
+LARGE = os.environ.get("COG_TEST_LARGE") == "1"
+LARGE_ARCHS = {
+    "vgg19_bn",
+    "resnet152",
+    "deit_base_distilled_patch16_384",
+    "vit_base_patch16_224",
+    "deit_base_patch16_224",
+}
+# same key layout, smaller model: used for converter round trips when large ones are off
+STAND_IN = {
+    "resnet152": "resnet50",
+    "vit_base_patch16_224": "vit_small_patch16_224",
+    "deit_base_patch16_224": "deit_small_patch16_224",
+    "deit_base_distilled_patch16_384": "deit_small_distilled_patch16_224",
+}
+PAPER_MODELS = (
+    "sup_resnet50 sup_resnet152 sup_inception-v3 sup_vgg19 deit_small deit_small_distilled "
+    "deit_base_distilled_384 nat_m4 efficientnet_b1 efficientnet_b4 t2tvit_t14 "
+    "simclrv2_resnet50 byol_resnet50 mocov2_resnet50 mochi_resnet50 infomin_resnet50 "
+    "swav_resnet50 dino_resnet50 obow_resnet50 barlow_resnet50 compress_resnet50 mixup_resnet50 "
+    "manifold-mixup_resnet50 cutmix_resnet50 relabel_resnet50 advrobust_resnet50 "
+    "mealv2_resnet50 mopro_resnet50 ssup_resnet50 swsup_resnet50 clip_resnet50"
+).split()
+ALL = zoo.list_models()
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """COG_HOME, torch hub and HF caches in tmp; no network."""
+    monkeypatch.setenv("COG_HOME", str(tmp_path / "cog"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("COG_OFFLINE", "1")
+    import huggingface_hub.constants as hfc
+
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    return tmp_path
+
+
+def has_archs() -> bool:
+    try:
+        import cog.archs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def need_arch(card: zoo.ModelCard) -> None:
+    if card.arch.source == "cog" and not has_archs():
+        pytest.skip(f"{card.name}: cog.archs ({card.arch.name}) is not importable yet")
+
+
+_NETS: dict[tuple, torch.nn.Module] = {}
+_FEATURES: dict[tuple, torch.Tensor] = {}
+_FRESH: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
+def arch_key(card: zoo.ModelCard) -> tuple:
+    return (card.arch.source, card.arch.name, repr(sorted(card.arch.kwargs.items())))
+
+
+def built(card: zoo.ModelCard) -> torch.nn.Module:
+    """Session cache: one build per distinct architecture (many cards share ResNet-50)."""
+    key = arch_key(card)
+    if key not in _NETS:
+        torch.manual_seed(0)
+        _NETS[key] = zoo.build_arch(card).eval()
+    return _NETS[key]
+
+
+def features(card: zoo.ModelCard) -> torch.Tensor:
+    """Backbone output for 2 random images at the card's input size (cached per arch)."""
+    key = (*arch_key(card), card.feature_pool, card.preprocess.crop)
+    if key not in _FEATURES:
+        x = torch.randn(2, 3, card.preprocess.crop, card.preprocess.crop)
+        with torch.no_grad():
+            _FEATURES[key] = zoo.Backbone(built(card), card, "random-init")(x)
+    return _FEATURES[key]
+
+
+def small(card: zoo.ModelCard) -> zoo.ModelCard:
+    if LARGE or card.arch.name not in STAND_IN:
+        return card
+    return dataclasses.replace(
+        card, arch=dataclasses.replace(card.arch, name=STAND_IN[card.arch.name])
+    )
+
+
+# ----------------------------------------------------------------------------- cards
+
+
+def test_zoo_has_every_paper_model_and_enough_modern_ones():
+    assert len(ALL) >= 43
+    for name in PAPER_MODELS:
+        card = zoo.get_card(name)  # the authors' --model names resolve
+        assert card.paper_model, name
+    modern = [n for n in ALL if not zoo.get_card(n).paper_model]
+    assert len(modern) >= 12
+    assert {zoo.get_card(n).group for n in PAPER_MODELS} == {"sup", "a", "s", "r", "d"}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_card_validates_and_round_trips(name):
+    card = zoo.get_card(name)
+    again = zoo.ModelCard.from_dict(card.to_dict(), "<round trip>")
+    assert dataclasses.replace(again, source_file=card.source_file) == card
+    assert card.weights and card.feature_dim > 0 and card.title and card.paper
+    assert card.license and (card.origin or card.paper_model)
+    for w in card.weights:
+        if w.kind == "url":
+            assert w.location.startswith("https://")
+        if w.kind == "manual":
+            assert "http" in w.instructions
+    if any(w.kind == "hub" for w in card.weights):
+        import timm
+
+        hub = next(w.location for w in card.weights if w.kind == "hub")
+        assert hub.removeprefix("timm/") in timm.list_pretrained(), hub
+
+
+def test_modern_models_use_in1k_only_weights():
+    for name in ALL:
+        for w in zoo.get_card(name).weights:
+            if w.kind == "hub":
+                tag = w.location.rsplit(".", 1)[-1]
+                assert "21k" not in tag and "12k" not in tag and "lvd" not in tag, (name, tag)
+
+
+SPEC_PREPROCESS = {  # protocol.md section 3: (crop, mean, std, channel order)
+    "sup_inception-v3": (299, zoo.IMAGENET_MEAN, zoo.IMAGENET_STD, "RGB"),
+    "efficientnet_b1": (240, zoo.IMAGENET_MEAN, zoo.IMAGENET_STD, "BGR"),
+    "efficientnet_b4": (380, zoo.IMAGENET_MEAN, zoo.IMAGENET_STD, "BGR"),
+    "deit_base_distilled_384": (384, zoo.IMAGENET_MEAN, zoo.IMAGENET_STD, "RGB"),
+    "clip_resnet50": (
+        224,
+        (0.48145466, 0.4578275, 0.40821073),
+        (0.26862954, 0.26130258, 0.27577711),
+        "RGB",
+    ),
+    "simclrv2_resnet50": (224, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "RGB"),
+}
+
+
+@pytest.mark.parametrize("name", PAPER_MODELS)
+def test_paper_preprocessing_matches_the_protocol(name):
+    p = zoo.get_card(name).preprocess
+    crop, mean, std, order = SPEC_PREPROCESS.get(
+        name, (224, zoo.IMAGENET_MEAN, zoo.IMAGENET_STD, "RGB")
+    )
+    assert (p.resize, p.crop, p.interpolation) == (crop, crop, "bicubic")
+    assert (p.mean, p.std, p.channel_order) == (mean, std, order)
+
+
+def test_feature_layers_follow_the_spec():
+    assert zoo.get_card("sup_vgg19").feature_dim == 4096
+    assert "after ReLU" in zoo.get_card("sup_vgg19").feature_layer
+    assert zoo.get_card("sup_inception-v3").feature_dim == 2048
+    for n in ("deit_small", "deit_small_distilled", "deit_base_distilled_384"):
+        assert zoo.get_card(n).feature_pool == "cls"
+    assert zoo.get_card("clip_resnet50").precision == "float16"
+
+
+def test_transform_resizes_crops_normalizes_and_flips():
+    img = Image.new("RGB", (300, 200), (255, 0, 0))
+    x = zoo.get_card("efficientnet_b1").preprocess.transform()(img)
+    assert x.shape == (3, 240, 240)
+    red = (1 - 0.485) / 0.229
+    assert torch.allclose(x[2], torch.full((240, 240), red), atol=1e-5)  # BGR: red last
+    assert torch.allclose(x[0], torch.full((240, 240), -0.406 / 0.225), atol=1e-5)
+    raw = zoo.get_card("simclrv2_resnet50").preprocess.transform()(img.convert("L"))
+    assert raw.shape == (3, 224, 224) and raw.min() >= 0 and raw.max() <= 1  # gray -> RGB
+
+
+def test_get_card_aliases_case_and_hyphens():
+    assert zoo.get_card("D-CLIP").name == "clip_resnet50"
+    assert zoo.get_card("manifold_mixup_resnet50").name == "manifold-mixup_resnet50"
+    assert zoo.get_card("sup_inception_v3").name == "sup_inception-v3"
+    with pytest.raises(CogError, match="did you mean mocov2_resnet50"):
+        zoo.get_card("mocov2_resnet5")
+    with pytest.raises(CogError, match="unknown group"):
+        zoo.list_models("x")
+    assert set(zoo.list_models("sup")) == {"sup_resnet50"}
+
+
+@pytest.mark.parametrize(
+    "patch, msg",
+    [
+        ({"group": "z"}, "group"),
+        ({"converter": "nope"}, "unknown converter"),
+        ({"feature": {"dim": 0}}, "feature.dim"),
+        ({"preprocess": {"resize": 200, "crop": 224}}, "larger than resize"),
+        ({"preprocess": {"mean": [0.5, 0.5]}}, "3 numbers"),
+        ({"weights": [{"url": "https://x/y.pth", "sha256": "abc"}]}, "64 lowercase hex"),
+        ({"weights": [{"manual": "get it"}]}, "filename"),
+        ({"typo_field": 1}, "unknown field"),
+    ],
+)
+def test_invalid_cards_are_rejected(patch, msg):
+    d = {**zoo.get_card("sup_resnet50").to_dict(), **patch}
+    with pytest.raises(CogError, match=msg):
+        zoo.ModelCard.from_dict(d, "bad.yaml")
+
+
+# ----------------------------------------------------------------------------- architectures
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_architecture_builds_and_gives_documented_features(name):
+    card = zoo.get_card(name)
+    need_arch(card)
+    if card.arch.name in LARGE_ARCHS and not LARGE:
+        pytest.skip(f"{card.arch.name}: large, set COG_TEST_LARGE=1")
+    f = features(card)
+    assert f.shape == (2, card.feature_dim) and f.dtype == torch.float32
+    assert torch.isfinite(f).all()
+
+
+def test_cog_arch_cards_agree_with_cog_archs():
+    if not has_archs():
+        pytest.skip("cog.archs is not importable yet")
+    import cog.archs as archs
+
+    for name in ALL:
+        card = zoo.get_card(name)
+        if card.arch.source == "cog":
+            assert card.feature_dim == archs.FEATURE_DIMS[card.arch.name], name
+            assert card.preprocess.crop == archs.INPUT_SIZES[card.arch.name], name
+            assert card.converter in archs.CONVERTERS, name
+
+
+def test_distilled_deit_feature_is_the_cls_token_not_the_average():
+    card = zoo.get_card("deit_small_distilled")
+    net = built(card)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        tokens = net.forward_features(x)
+        f = zoo.Backbone(net, card, "random-init")(x)
+    assert torch.equal(f, tokens[:, 0])
+    assert not torch.allclose(f, (tokens[:, 0] + tokens[:, 1]) / 2)
+
+
+@pytest.mark.skipif(not LARGE, reason="VGG19 is large: set COG_TEST_LARGE=1")
+def test_timm_vgg_fc7_equals_torchvision_fc7_after_relu():
+    import torchvision
+
+    tv = torchvision.models.vgg19_bn(weights=None).eval()
+    card = zoo.get_card("sup_vgg19")
+    net = zoo.build_arch(card).eval()
+    zoo.load_strict(net, convert("tv_vgg", tv.state_dict()), card, "torchvision vgg19_bn")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        ref = tv.classifier[:-1](torch.flatten(tv.avgpool(tv.features(x)), 1))
+        assert torch.allclose(net(x), ref, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- converters
+
+
+def head_tensors(card: zoo.ModelCard) -> dict[str, torch.Tensor]:
+    return {p.replace("*", "weight"): torch.zeros(3, 2) for p in card.dropped_keys}
+
+
+def prefixed(prefix: str, sd: dict) -> dict:
+    return {prefix + k: v for k, v in sd.items()}
+
+
+def original_layout(converter: str, sd: dict, head: dict) -> dict:
+    """The checkpoint as the release ships it, made from the architecture's state dict."""
+    one = next(iter(sd))
+    extra = {"epoch": 100, "arch": "synthetic"}
+    if converter == "plain":
+        return {**sd, **head}
+    if converter in ("deit", "mae"):
+        return {"model": {**sd, **head}, **extra}
+    if converter in ("moco", "mochi"):
+        return {
+            "state_dict": {
+                **prefixed("module.encoder_q.", sd),
+                "module.encoder_q.fc.0.weight": torch.zeros(8, 4),
+                "module.encoder_q.fc.2.bias": torch.zeros(4),
+                f"module.encoder_k.{one}": sd[one],
+                "module.queue": torch.zeros(4, 16),
+            },
+            **extra,
+        }
+    if converter == "infomin":
+        return {
+            "model": {**prefixed("module.encoder.", sd), "module.head.0.weight": torch.zeros(2)}
+        }
+    if converter == "swav":
+        return {
+            **prefixed("module.", sd),
+            "module.projection_head.0.weight": torch.zeros(8, 4),
+            "module.prototypes.weight": torch.zeros(30, 4),
+        }
+    if converter == "obow":
+        return {"network": {**sd, "fc.weight": torch.zeros(8, 4), "fc.bias": torch.zeros(8)}}
+    if converter == "compress":
+        return {"model": {**prefixed("module.", sd), "module.fc.0.weight": torch.zeros(8, 4)}}
+    if converter in ("cutmix", "mixup", "manifold_mixup"):
+        return {"state_dict": prefixed("module.", {**sd, **head}), "best_err1": 21.0}
+    if converter in ("relabel", "mealv2"):
+        return prefixed("module.", {**sd, **head})
+    if converter == "advrobust":
+        return {
+            "model": {
+                **prefixed("module.model.", {**sd, **head}),
+                f"module.attacker.model.{one}": sd[one],
+                "module.normalizer.new_mean": torch.zeros(3, 1, 1),
+            },
+            **extra,
+        }
+    if converter == "mopro":
+        body = {k: v for k, v in sd.items()}
+        return {
+            "state_dict": {
+                **prefixed("module.encoder_q.", body),
+                "module.encoder_q.fc.weight": torch.zeros(128, 4),
+                "module.encoder_q.classifier.weight": torch.zeros(1000, 4),
+                "module.encoder_q.classifier.bias": torch.zeros(1000),
+                f"module.encoder_k.{one}": sd[one],
+            }
+        }
+    if converter == "mocov3_vit":
+        return {
+            "state_dict": {
+                **prefixed("module.base_encoder.", sd),
+                "module.base_encoder.head.0.weight": torch.zeros(8, 4),
+                f"module.momentum_encoder.{one}": sd[one],
+                "module.predictor.0.weight": torch.zeros(8, 8),
+            }
+        }
+    if converter == "ibot":
+        return {
+            "state_dict": {
+                **sd,
+                "head.mlp.0.weight": torch.zeros(8, 4),
+                "masked_embed": torch.zeros(4),
+            }
+        }
+    if converter == "tv_vgg":
+        tv = {}
+        for k, v in {**sd, **head}.items():
+            k = k.replace("pre_logits.fc1", "classifier.0").replace(
+                "pre_logits.fc2", "classifier.3"
+            )
+            tv[k.replace("head.fc", "classifier.6")] = (
+                v.flatten(1) if v.dim() == 4 and "classifier" in k else v
+            )
+        return tv
+    raise AssertionError(f"no synthetic layout for converter {converter}")
+
+
+ROUND_TRIP = [n for n in ALL if zoo.get_card(n).arch.source != "cog"]
+
+
+def fresh_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The architecture's keys with new values (positive: BN variances), so a load shows."""
+    g = torch.Generator().manual_seed(1)
+    return {
+        k: (torch.rand(v.shape, generator=g) + 0.5 if v.is_floating_point() else v.clone())
+        for k, v in net.state_dict().items()
+    }
+
+
+def fresh(card: zoo.ModelCard) -> dict[str, torch.Tensor]:
+    key = arch_key(card)
+    if key not in _FRESH:
+        _FRESH[key] = fresh_state(built(card))
+    return _FRESH[key]
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP)
+def test_converter_round_trips_the_original_layout_strictly(name):
+    card = small(zoo.get_card(name))
+    if card.arch.name in LARGE_ARCHS and not LARGE:
+        pytest.skip(f"{card.arch.name}: large, set COG_TEST_LARGE=1")
+    net = built(card)
+    sd = fresh(card)
+    for w in [None, *card.weights]:
+        conv = (w.converter if w is not None and w.converter else None) or card.converter
+        ckpt = original_layout(conv, sd, head_tensors(card))
+        zoo.load_strict(net, convert(conv, ckpt), card, f"synthetic {conv}")
+        got = net.state_dict()
+        assert all(torch.equal(got[k], sd[k]) for k in sd), name
+
+    key = next(k for k in sd if k.endswith("weight"))
+    renamed = {(k + "_x" if k == key else k): v for k, v in sd.items()}
+    with pytest.raises(CogError) as e:
+        zoo.load_strict(
+            net,
+            convert(card.converter, original_layout(card.converter, renamed, {})),
+            card,
+            "corrupt.pth",
+        )
+    assert key in str(e.value) and "missing" in str(e.value) and "unexpected" in str(e.value)
+    missing = {k: v for k, v in sd.items() if k != key}
+    with pytest.raises(CogError, match="missing") as e:
+        zoo.load_strict(
+            net,
+            convert(card.converter, original_layout(card.converter, missing, {})),
+            card,
+            "truncated.pth",
+        )
+    assert key in str(e.value) and "corrupt" not in str(e.value)
+
+
+def test_shape_mismatch_is_reported():
+    card = zoo.get_card("sup_resnet50")
+    net = built(card)
+    sd = dict(net.state_dict())
+    sd["conv1.weight"] = torch.zeros(64, 3, 3, 3)
+    with pytest.raises(CogError, match=r"shape mismatch.*conv1.weight"):
+        zoo.load_strict(net, sd, card, "x.pth")
+
+
+# ----------------------------------------------------------------------------- loading files
+
+
+def tiny_card(name: str = "tiny_moco", **over) -> dict:
+    card = {
+        "name": name,
+        "group": "local",
+        "title": "tiny test ResNet",
+        "arch": {"source": "timm", "name": "test_resnet"},
+        "feature": {"dim": 96, "layer": "pooled"},
+        "preprocess": {"resize": 64, "crop": 64},
+        "converter": "moco",
+        "dropped_keys": ["fc.*"],
+        "weights": [{"url": "https://example.invalid/models/tiny-abcdef12.pth", "sha256": None}],
+    }
+    card.update(over)
+    return card
+
+
+def tiny_state() -> dict[str, torch.Tensor]:
+    card = zoo.ModelCard.from_dict(tiny_card())
+    return fresh_state(zoo.build_arch(card))
+
+
+def save_moco(path: Path, sd: dict) -> Path:
+    torch.save(original_layout("moco", sd, {}), path)
+    return path
+
+
+def test_load_local_checkpoint_fills_every_weight(isolated):
+    zoo.register_card(tiny_card())
+    sd = tiny_state()
+    path = save_moco(isolated / "run.pth.tar", sd)
+    b = zoo.load("tiny_moco", checkpoint=path)
+    assert b.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert b.feature_dim == 96 and b.card.name == "tiny_moco" and not b.training
+    got = b.net.state_dict()
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
+    assert not any(p.requires_grad for p in b.parameters())
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 90, 3), np.uint8))
+    with torch.no_grad():
+        assert b(b.transform(img)[None]).shape == (1, 96)
+
+
+def test_no_weights_never_means_random_weights(isolated):
+    zoo.register_card(tiny_card())
+    with pytest.raises(CogError) as e:
+        zoo.load("tiny_moco")
+    msg = str(e.value)
+    target = Path(torch.hub.get_dir()) / "checkpoints" / "tiny-abcdef12.pth"
+    assert "https://example.invalid/models/tiny-abcdef12.pth" in msg and str(target) in msg
+    assert "offline" in msg and "--checkpoint" in msg and "random_init" in msg
+    b = zoo.load("tiny_moco", random_init=True)
+    assert b.weights_sha256 == "random-init"
+
+
+def test_cached_url_file_is_used_and_sha256_checked(isolated):
+    sd = tiny_state()
+    target = Path(torch.hub.get_dir()) / "checkpoints" / "tiny.pth"
+    target.parent.mkdir(parents=True)
+    save_moco(target, sd)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    weights = [{"url": "https://example.invalid/tiny.pth", "sha256": digest}]
+    zoo.register_card(tiny_card(weights=weights))
+    assert zoo.load("tiny_moco").weights_sha256 == digest
+    bad = [{"url": "https://example.invalid/tiny.pth", "sha256": "0" * 64}]
+    zoo.register_card(tiny_card(weights=bad), overwrite=True)
+    with pytest.raises(CogError, match=rf"sha256 mismatch.*{digest}.*delete it"):
+        zoo.load("tiny_moco")
+
+
+def test_torch_hub_hash_prefix_is_verified_when_sha256_unknown(isolated):
+    target = Path(torch.hub.get_dir()) / "checkpoints" / "tiny-abcdef12.pth"
+    target.parent.mkdir(parents=True)
+    save_moco(target, tiny_state())
+    zoo.register_card(tiny_card())
+    with pytest.raises(CogError, match=r"sha256 prefix.*abcdef12"):
+        zoo.load("tiny_moco")
+
+
+def test_url_download_extracts_a_zip_member(isolated, monkeypatch):
+    monkeypatch.delenv("COG_OFFLINE")
+    inner = save_moco(isolated / "w.pth.tar", tiny_state())
+    archive = isolated / "release.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(inner, "release/student.pth.tar")
+    weights = [{"url": archive.as_uri(), "member": "release/student.pth.tar", "sha256": None}]
+    zoo.register_card(tiny_card(weights=weights))
+    b = zoo.load("tiny_moco")
+    assert b.weights_sha256 == hashlib.sha256(inner.read_bytes()).hexdigest()
+    assert (Path(torch.hub.get_dir()) / "checkpoints" / "student.pth.tar").is_file()
+
+
+def test_manual_source_prints_instructions(isolated):
+    weights = [{"manual": "Download it from https://drive.example/x .", "filename": "x.pth"}]
+    zoo.register_card(tiny_card(weights=weights))
+    with pytest.raises(CogError, match=r"https://drive.example/x .*put the file at .*x\.pth"):
+        zoo.load("tiny_moco")
+
+
+def test_hub_cache_is_read_and_blob_hash_checked(isolated):
+    import huggingface_hub.constants as hfc
+    from safetensors.torch import save_file
+
+    card = zoo.ModelCard.from_dict(tiny_card())
+    net = zoo.build_arch(card)
+    sd = fresh_state(net)
+    repo = Path(hfc.HF_HUB_CACHE) / "models--timm--tiny.test"
+    blob_tmp = isolated / "m.safetensors"
+    save_file({**sd, "fc.weight": torch.zeros(3, 96)}, str(blob_tmp))
+    digest = hashlib.sha256(blob_tmp.read_bytes()).hexdigest()
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    blob = repo / "blobs" / digest
+    blob_tmp.rename(blob)
+    snap = repo / "snapshots" / ("0" * 40)
+    snap.mkdir(parents=True)
+    (snap / "model.safetensors").symlink_to(blob)
+    zoo.register_card(tiny_card(converter="plain", weights=[{"hub": "timm/tiny.test"}]))
+    b = zoo.load("tiny_moco")
+    assert b.weights_sha256 == digest
+    got = b.net.state_dict()
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
+    with open(blob, "r+b") as f:  # corrupt one byte in the cache
+        f.seek(-1, 2)
+        f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+    with pytest.raises(CogError, match="differs from the hub"):
+        zoo.load("tiny_moco")
+
+
+# ----------------------------------------------------------------------------- user cards
+
+
+def test_register_card_writes_a_validated_user_card(isolated):
+    path = zoo.register_card(tiny_card())
+    assert path == isolated / "cog" / "models" / "tiny_moco.yaml"
+    assert yaml.safe_load(path.read_text())["converter"] == "moco"
+    assert "tiny_moco" in zoo.list_models("local")
+    with pytest.raises(CogError, match="overwrite=True"):
+        zoo.register_card(tiny_card())
+    with pytest.raises(CogError, match="already used by 'sup_resnet50'"):
+        zoo.register_card(tiny_card(name="x", aliases=["Sup."]))
+    with pytest.raises(CogError, match="group"):
+        zoo.register_card(tiny_card(name="y", group="nope"))
+    assert not (path.parent / "y.yaml").exists()
+
+
+def test_mochi_compact_card_form_is_accepted(isolated):
+    sd = tiny_state()
+    ckpt = save_moco(isolated / "checkpoint_0002.pth.tar", sd)
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    zoo.register_card(
+        {
+            "name": "my_mochi",
+            "group": "local",
+            "arch": "timm:test_resnet",
+            "checkpoint": {"path": str(ckpt), "sha256": digest},
+            "converter": "moco",
+            "feature_dim": 96,
+            "preprocess": {"resize": 64, "crop": 64},
+            "description": "MoCo-v2 + MoCHi, 2 epochs",
+            "training": {"epochs": 2},
+        }
+    )
+    b = zoo.load("my_mochi")
+    assert b.weights_sha256 == digest and b.card.title.startswith("MoCo-v2")
+    ckpt.write_bytes(ckpt.read_bytes() + b"x")
+    with pytest.raises(CogError, match="mismatch"):
+        zoo.load("my_mochi")
+
+
+def test_composite_card_stacks_a_projection(isolated, monkeypatch):
+    proj = torch.nn.Linear(96, 8)
+    torch.save(proj.state_dict(), isolated / "proj.pt")
+
+    def load_projection(path):
+        m = torch.nn.Linear(96, 8)
+        m.load_state_dict(torch.load(path))
+        return m
+
+    monkeypatch.setitem(
+        sys.modules, "cog.tldr", types.SimpleNamespace(load_projection=load_projection)
+    )
+    zoo.register_card(tiny_card())
+    digest = hashlib.sha256((isolated / "proj.pt").read_bytes()).hexdigest()
+    spec = {"kind": "tldr", "path": str(isolated / "proj.pt"), "dim": 8, "sha256": digest}
+    zoo.register_card(
+        {"name": "tiny_tldr", "group": "local", "base": "tiny_moco", "projection": spec}
+    )
+    card = zoo.get_card("tiny_tldr")
+    assert card.preprocess == zoo.get_card("tiny_moco").preprocess and card.feature_dim == 8
+    sd = tiny_state()
+    path = save_moco(isolated / "w.pth", sd)
+    b = zoo.load("tiny_tldr", checkpoint=path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        base = zoo.load("tiny_moco", checkpoint=path)(x)
+        assert torch.allclose(b(x), proj(base), atol=1e-6)
+    assert b.weights_sha256.endswith("+" + digest)
+    with pytest.raises(CogError, match="cannot set"):
+        zoo.register_card(
+            {
+                "name": "t2",
+                "group": "local",
+                "base": "tiny_moco",
+                "projection": spec,
+                "converter": "plain",
+            }
+        )
+    with pytest.raises(CogError, match="base model 'nope'"):
+        zoo.register_card({"name": "t3", "group": "local", "base": "nope", "projection": spec})
+
+
+def test_broken_user_card_is_named(isolated):
+    d = isolated / "cog" / "models"
+    d.mkdir(parents=True)
+    (d / "bad.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(CogError, match=r"bad\.yaml: not valid YAML"):
+        zoo.list_models()
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_list_show_check(isolated, capsys):
+    from cog.cli.models import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(ALL)} models" in out and "clip_resnet50" in out
+    assert main(["list", "--group", "sup", "--names"]) == 0
+    assert capsys.readouterr().out.split() == ["sup_resnet50"]
+    assert main(["show", "d-CLIP"]) == 0
+    out = capsys.readouterr().out
+    assert "0.48145466" in out and "clip_rn50" in out and "not cached" in out
+    zoo.register_card(tiny_card())
+    path = save_moco(isolated / "w.pth", tiny_state())
+    assert main(["check", "tiny_moco", "--checkpoint", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "feature dim    96" in out and "strict load    ok" in out
+    bad = isolated / "bad.pth"
+    torch.save({"state_dict": {"module.encoder_q.nope": torch.zeros(1)}}, bad)
+    assert main(["check", "tiny_moco", "--checkpoint", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "nope" in err
+    assert main(["show", "no_such_model"]) == 2
