@@ -583,3 +583,118 @@ def byol_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
 def test_byol_matches_byol_convert_forward(size):
     sd = plausible(torchvision_r50_layout(tracked=False))
     _check_same_function(_loaded("byol_resnet50", sd), lambda x: byol_reference(sd, x), size)
+
+
+def _nat_rows() -> list[list[str]]:
+    return [r.split() for r in NAT_CONFIG.replace("\n", "|").split("|") if r.strip()]
+
+
+def nat_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    """NATNet.forward of the NAT repo (weight_bn_act layers, mish, hard-sigmoid SE)."""
+
+    def mish(t):
+        return t * torch.tanh(F.softplus(t))
+
+    def layer(t, p, stride=1, groups=1, act=True, bn=True):
+        w = sd[f"{p}.conv.weight"]
+        t = F.conv2d(t, w, None, stride, w.shape[-1] // 2, 1, groups)
+        t = _bnf(t, sd, f"{p}.bn") if bn else t
+        return mish(t) if act else t
+
+    x = layer(x, "first_conv", 2)
+    for i, row in enumerate(_nat_rows()):
+        p = f"blocks.{i}.mobile_inverted_conv"
+        h = layer(x, f"{p}.inverted_bottleneck") if row[4] != "1" else x
+        h = layer(h, f"{p}.depth_conv", int(row[3]), groups=h.shape[1])
+        if row[6] == "y":
+            se = f"{p}.depth_conv.se.fc"
+            g = F.relu(F.conv2d(h.mean((2, 3), keepdim=True), sd[f"{se}.reduce.weight"],
+                                sd[f"{se}.reduce.bias"]))
+            h = h * F.relu6(F.conv2d(g, sd[f"{se}.expand.weight"], sd[f"{se}.expand.bias"]) + 3) / 6
+        h = layer(h, f"{p}.point_linear", act=False)
+        x = x + h if row[7] == "y" else h
+    x = layer(x, "final_expand_layer").mean((2, 3), keepdim=True)
+    return layer(x, "feature_mix_layer", bn=False).flatten(1)
+
+
+def test_nat_m4_matches_natnet_forward():
+    sd = plausible(nat_layout())
+    _check_same_function(_loaded("nat_m4", sd), lambda x: nat_reference(sd, x), 96)
+
+
+def t2t_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    """T2T_ViT.forward_features of the T2T-ViT repo, tokens_type='transformer'."""
+
+    def ln(t, p):
+        return F.layer_norm(t, t.shape[-1:], sd[f"{p}.weight"], sd[f"{p}.bias"], 1e-5)
+
+    def lin(t, p):
+        return F.linear(t, sd[f"{p}.weight"], sd.get(f"{p}.bias"))
+
+    def mlp(t, p):
+        return lin(F.gelu(lin(t, f"{p}.fc1")), f"{p}.fc2")
+
+    def attention(t, p, heads, width, scale):
+        b, n, _ = t.shape
+        q, k, v = lin(t, f"{p}.qkv").reshape(b, n, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+        out = ((q * scale) @ k.transpose(-2, -1)).softmax(-1) @ v
+        return lin(out.transpose(1, 2).reshape(b, n, width), f"{p}.proj"), v
+
+    def token_layer(t, p, dim):  # Token_transformer: residual from v, scale from input width
+        out, v = attention(ln(t, f"{p}.norm1"), f"{p}.attn", 1, 64, dim ** -0.5)
+        t = v.squeeze(1) + out
+        return t + mlp(ln(t, f"{p}.norm2"), f"{p}.mlp")
+
+    def fold_split(t, k, s, pad):
+        b, n, c = t.shape
+        side = int(n ** 0.5)
+        return F.unfold(t.transpose(1, 2).reshape(b, c, side, side), k, 1, pad, s).transpose(1, 2)
+
+    t = F.unfold(x, 7, 1, 2, 4).transpose(1, 2)
+    t = token_layer(t, "tokens_to_token.attention1", 147)
+    t = token_layer(fold_split(t, 3, 2, 1), "tokens_to_token.attention2", 576)
+    t = lin(fold_split(t, 3, 2, 1), "tokens_to_token.project")
+    t = torch.cat([sd["cls_token"].expand(t.shape[0], -1, -1), t], 1) + sd["pos_embed"]
+    for i in range(14):
+        p = f"blocks.{i}"
+        t = t + attention(ln(t, f"{p}.norm1"), f"{p}.attn", 6, 384, 64 ** -0.5)[0]
+        t = t + mlp(ln(t, f"{p}.norm2"), f"{p}.mlp")
+    return ln(t, "norm")[:, 0]
+
+
+def test_t2t_vit_matches_original_forward():
+    sd = plausible(t2t_layout())
+    model = _loaded("t2t_vit_t_14", sd, lambda s: {"state_dict_ema": s})
+    _check_same_function(model, lambda x: t2t_reference(sd, x), 224)
+
+
+def test_natnet_from_released_config_equals_nat_m4():
+    def conv_cfg(c_in, c_out, k, s, act="mish"):
+        return {"name": "ConvLayer", "kernel_size": k, "stride": s, "in_channels": c_in,
+                "out_channels": c_out, "use_bn": True, "act_func": act}
+
+    blocks = []
+    for row in _nat_rows():
+        c_in, c_out, k, s, e = (int(v) for v in row[:5])
+        blocks.append({
+            "name": "MobileInvertedResidualBlock",
+            "mobile_inverted_conv": {
+                "name": "MBInvertedConvLayer", "in_channels": c_in, "out_channels": c_out,
+                "kernel_size": k, "stride": s, "expand_ratio": e,
+                "mid_channels": None if row[5] == "-" else int(row[5]), "act_func": "mish",
+                "use_se": row[6] == "y"},
+            "shortcut": {"name": "IdentityLayer", "in_channels": [c_in]} if row[7] == "y" else None,
+        })
+    config = {"name": "MobileNetV3", "bn": {"momentum": 0.1, "eps": 1e-5},
+              "first_conv": conv_cfg(3, 24, 3, 2), "blocks": blocks,
+              "final_expand_layer": conv_cfg(192, 1152, 1, 1),
+              "feature_mix_layer": {**conv_cfg(1152, 1536, 1, 1), "use_bn": False},
+              "classifier": {"name": "LinearLayer", "in_features": 1536, "out_features": 1000}}
+    from cog.archs.nat import natnet_from_config
+
+    with torch.device("meta"):
+        built, ref = natnet_from_config(config), ARCHS["nat_m4"]()
+    assert {k: v.shape for k, v in built.state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()}
+    with pytest.raises(CogError, match=r"net\.config"):
+        natnet_from_config({"blocks": []})
