@@ -429,96 +429,161 @@ def extract(
         raise CogError(f"{images.root}: the image list is empty; nothing to extract")
     d = _dist_setup()
     try:
-        dev = _device(device, d)
-        prec = _precision(precision, dev, backbone.card)
-        settings = _settings(backbone, images, exact, dtype)
-        asked = None if precision == "auto" else prec
-        parts = out.with_name(out.name + ".parts")
-        # read-only checks first: every rank sees the same files and raises the same error
-        if out.exists():
-            old = _existing_attrs(out)
-            diff = (
-                ["unreadable or incomplete file"]
-                if not old or not old.get("complete")
-                else (_mismatch(old, settings, asked))
-            )
-            if not diff:
-                if d.rank == 0 and progress:
-                    print(f"{out}: up to date, nothing to do", file=sys.stderr)
-                return out
-            if not overwrite:
-                raise _stale_error(out, diff, "a feature cache")
-        meta_path = parts / "meta.json"
-        if meta_path.is_file() and not overwrite:
-            meta = json.loads(meta_path.read_text())
-            diff = _mismatch(meta["settings"], settings, asked)
-            if meta.get("precision") != prec and asked:
-                diff.append(f"precision: {meta.get('precision')} here, {prec} asked")
-            if diff:
-                raise _stale_error(parts, diff, "a partial extraction")
-        d.barrier()
-        if d.rank == 0:
-            if overwrite:
-                with contextlib.suppress(FileNotFoundError):
-                    out.unlink()
-                shutil.rmtree(parts, ignore_errors=True)
-            if not meta_path.is_file():
-                bs = batch_size or (CUDA_BATCH if dev.type == "cuda" else CPU_BATCH)
-                seg = bs * math.ceil((segment or SEGMENT_IMAGES) / bs)
-                parts.mkdir(parents=True, exist_ok=True)
-                meta = {
-                    "settings": settings,
-                    "n": len(images),
-                    "segment": seg,
-                    "batch_size": bs,
-                    "precision": prec,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                }
-                tmp = parts / f".meta.json.tmp-{os.getpid()}"
-                tmp.write_text(json.dumps(meta, indent=1))
-                os.replace(tmp, meta_path)
-        d.barrier()
-        meta = json.loads(meta_path.read_text())
-        bs, seg = int(meta["batch_size"]), int(meta["segment"])
-        if batch_size and batch_size != bs and d.rank == 0:
-            print(
-                f"resuming with batch size {bs} (the partial run's) so features stay identical",
-                file=sys.stderr,
-            )
-        _run(
-            backbone,
-            images,
-            parts,
-            settings,
-            exact,
-            dtype,
-            dev,
-            prec,
-            bs,
-            seg,
-            workers,
-            d,
-            progress,
-        )
-        d.barrier()
-        if d.rank == 0:
-            summary = _merge(
-                out,
-                parts,
+        with _lock(out) if d.world == 1 else contextlib.nullcontext():
+            return _extract(
+                backbone,
                 images,
-                settings,
-                meta,
-                backbone.feature_dim,
-                prec,
-                time.perf_counter() - t0,
+                out,
+                d,
+                exact,
+                dtype,
+                device,
+                batch_size,
+                workers,
+                precision,
+                overwrite,
+                segment,
+                progress,
+                t0,
             )
-            if progress:
-                _print_summary(out, summary)
-        d.barrier()
-        return out
     finally:
         if d.created:
             torch.distributed.destroy_process_group()
+
+
+def _lock(out: Path):
+    """Refuse a second process writing the same cache (torchrun ranks coordinate instead)."""
+    import fcntl
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.with_name(f".{out.name}.lock")
+
+    @contextlib.contextmanager
+    def held():
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                raise CogError(
+                    f"{out}: another process (pid {f.read().strip() or '?'}) is "
+                    "writing this cache; wait for it or use another path"
+                ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return held()
+
+
+def _extract(
+    backbone,
+    images,
+    out,
+    d,
+    exact,
+    dtype,
+    device,
+    batch_size,
+    workers,
+    precision,
+    overwrite,
+    segment,
+    progress,
+    t0,
+) -> Path:
+    dev = _device(device, d)
+    prec = _precision(precision, dev, backbone.card)
+    settings = _settings(backbone, images, exact, dtype)
+    asked = None if precision == "auto" else prec
+    parts = out.with_name(out.name + ".parts")
+    # read-only checks first: every rank sees the same files and raises the same error
+    if out.exists():
+        old = _existing_attrs(out)
+        diff = (
+            ["unreadable or incomplete file"]
+            if not old or not old.get("complete")
+            else (_mismatch(old, settings, asked))
+        )
+        if not diff:
+            if d.rank == 0 and progress:
+                print(f"{out}: up to date, nothing to do", file=sys.stderr)
+            return out
+        if not overwrite:
+            raise _stale_error(out, diff, "a feature cache")
+    meta_path = parts / "meta.json"
+    if meta_path.is_file() and not overwrite:
+        meta = json.loads(meta_path.read_text())
+        diff = _mismatch(meta["settings"], settings, asked)
+        if meta.get("precision") != prec and asked:
+            diff.append(f"precision: {meta.get('precision')} here, {prec} asked")
+        if diff:
+            raise _stale_error(parts, diff, "a partial extraction")
+    d.barrier()
+    if d.rank == 0:
+        if overwrite:
+            with contextlib.suppress(FileNotFoundError):
+                out.unlink()
+            shutil.rmtree(parts, ignore_errors=True)
+        if not meta_path.is_file():
+            bs = batch_size or (CUDA_BATCH if dev.type == "cuda" else CPU_BATCH)
+            seg = bs * math.ceil((segment or SEGMENT_IMAGES) / bs)
+            parts.mkdir(parents=True, exist_ok=True)
+            meta = {
+                "settings": settings,
+                "n": len(images),
+                "segment": seg,
+                "batch_size": bs,
+                "precision": prec,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+            tmp = parts / f".meta.json.tmp-{os.getpid()}"
+            tmp.write_text(json.dumps(meta, indent=1))
+            os.replace(tmp, meta_path)
+    d.barrier()
+    meta = json.loads(meta_path.read_text())
+    bs, seg = int(meta["batch_size"]), int(meta["segment"])
+    if batch_size and batch_size != bs and d.rank == 0:
+        print(
+            f"resuming with batch size {bs} (the partial run's) so features stay identical",
+            file=sys.stderr,
+        )
+    _run(
+        backbone,
+        images,
+        parts,
+        settings,
+        exact,
+        dtype,
+        dev,
+        prec,
+        bs,
+        seg,
+        workers,
+        d,
+        progress,
+    )
+    d.barrier()
+    if d.rank == 0:
+        summary = _merge(
+            out,
+            parts,
+            images,
+            settings,
+            meta,
+            backbone.feature_dim,
+            prec,
+            time.perf_counter() - t0,
+        )
+        if progress:
+            _print_summary(out, summary)
+    d.barrier()
+    return out
 
 
 def _run(

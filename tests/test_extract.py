@@ -147,6 +147,9 @@ def test_stale_cache_is_refused_until_overwrite(images, tmp_path):
     extract(tiny_backbone(), images, out, exact=True, overwrite=True, **SMALL)
     with open_features(out) as fs:
         assert fs.attrs["mode"] == "exact"
+    # a second process writing the same cache is refused while the first holds it
+    with ex._lock(out), pytest.raises(CogError, match="another process"):
+        extract(tiny_backbone(), images, out, exact=True, **SMALL)
 
 
 def test_partial_run_resumes_and_refuses_other_settings(images, reference, tmp_path, monkeypatch):
