@@ -298,6 +298,7 @@ def choose_models(
     *,
     baseline: str | None = None,
     limit: int = 8,
+    what: str = "figures of chosen models",
 ) -> tuple[list[str], list[str]]:
     """Models for a figure that shows a chosen few, and notes.
 
@@ -328,8 +329,8 @@ def choose_models(
         if len(members):
             chosen.append(str(members.idxmax()))
     notes.append(
-        f"{len(available)} models: figures of chosen models show the baseline and the best "
-        f"of each family ({', '.join(chosen)}); pick others with --models"
+        f"{what}: {len(available)} models, so the baseline and the best of each family are "
+        f"drawn ({', '.join(chosen)}); pick others with --models"
     )
     return chosen, notes
 
@@ -948,14 +949,14 @@ def make_report(
         tables["relative"] = p.data
         plt.close(p.figure)
 
-    chosen, n1 = choose_models(lb_all, models, baseline=base)
+    chosen, n1 = choose_models(lb_all, models, baseline=base, what="per-level figure")
     notes += n1
     if len(lb_all) and chosen:
         p = plot_absolute(lb_all, chosen, metric=metric, protocol=protocol)
         figures["absolute"] = save_figure(p.figure, out / f"levels_{tag}", formats)
         tables["absolute"] = p.data
         plt.close(p.figure)
-    few_models, n2 = choose_models(lb_few, models, baseline=base)
+    few_models, n2 = choose_models(lb_few, models, baseline=base, what="few-shot figure")
     notes += [n for n in n2 if n not in n1]
     if len(lb_few) and few_models:
         p = plot_few_shot(lb_few, few_models, metric=metric, protocol=protocol)
