@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -165,7 +166,8 @@ def knn_graph(
     top-k), so memory stays bounded on CPU and GPU. Self matches are removed by index, not by
     dropping the first hit, which is only right when no two points coincide and the metric
     ranks a point first against itself. `method="faiss"` uses an inverted-file index
-    (approximate; nprobe lists searched) when faiss is installed.
+    (approximate; nprobe lists searched); "auto" does so for more than 200k points on the
+    CPU when faiss is installed, and searches exactly otherwise (on a GPU exact is fast).
     """
     if metric not in KNN_METRICS:
         raise CogError(f"knn metric {metric!r} unknown; choose one of {', '.join(KNN_METRICS)}")
@@ -180,10 +182,12 @@ def knn_graph(
     faiss = _faiss()
     if method == "faiss" and faiss is None:
         raise CogError("knn method 'faiss' needs faiss: pip install faiss-cpu (or faiss-gpu)")
-    if method == "faiss" or (method == "auto" and faiss is not None and n > 200_000):
+    dev = resolve_device(device)
+    big_on_cpu = dev.type == "cpu" and n > 200_000
+    if method == "faiss" or (method == "auto" and faiss is not None and big_on_cpu):
         Xn = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
         return _knn_faiss(faiss, np.ascontiguousarray(Xn, dtype=np.float32), k, metric, nprobe)
-    return _knn_exact(X, k, metric, resolve_device(device), query_chunk, base_chunk, progress)
+    return _knn_exact(X, k, metric, dev, query_chunk, base_chunk, progress)
 
 
 def _knn_exact(
@@ -546,7 +550,9 @@ class TLDR(_Projector):
     follow the authors' code: linear encoder, projector "mlp-2-2048", LARS (weight decay 1e-6,
     biases and norm weights excluded), lr 0.2 x batch/256 with warm-up then cosine to 0.1%,
     batch 1024, 100 epochs, k = 5. `warmup_epochs=None` means 10% of the epochs (10 of 100).
-    Same random_state and device -> the same projection (bitwise on CPU).
+    Each epoch walks a fresh permutation in full batches (the incomplete last one is left for
+    the next permutations to cover). Same random_state and device -> the same projection
+    (bitwise on CPU).
     """
 
     kind = "tldr"
@@ -635,6 +641,7 @@ class TLDR(_Projector):
             proj = build_projector(int(self.n_components), parse_projector(self.projector))
         enc, proj = enc.to(device), proj.to(device)
         data = torch.from_numpy(Xf).to(device)
+        t_knn = time.perf_counter()
         if state is not None:
             nbrs = torch.as_tensor(state["neighbors"]).long()
         else:
@@ -649,6 +656,8 @@ class TLDR(_Projector):
                 )
             )
         nbrs = nbrs.to(device)
+        t_knn = time.perf_counter() - t_knn
+        t_train = time.perf_counter()
         batch = min(int(self.batch_size), n)
         steps = n // batch
         epochs = int(self.epochs)
@@ -676,7 +685,7 @@ class TLDR(_Projector):
         proj.train()
         for epoch in bar:
             perm = torch.randperm(n, generator=gen, device=device)
-            total = 0.0
+            total = torch.zeros((), device=device)  # summed on device: no sync per step
             for s in range(steps):
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(
@@ -695,8 +704,8 @@ class TLDR(_Projector):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach())
-            history.append(total / steps)
+                total += loss.detach()
+            history.append(float(total) / steps)
             if not math.isfinite(history[-1]):
                 raise CogError(
                     f"{name}: the TLDR loss diverged at epoch {epoch + 1} (lr={self.lr}); "
@@ -719,6 +728,8 @@ class TLDR(_Projector):
             "final_loss": history[-1] if history else None,
             "device": str(device),
             "fingerprint": _fingerprint(Xf),
+            "knn_s": round(t_knn, 3),
+            "train_s": round(time.perf_counter() - t_train, 3),
         }
         return self
 
@@ -1310,6 +1321,8 @@ def _write_study(df: Any, out: Path, model: str, metric: str) -> None:
     axes[1].axhline(1.0, color="k", lw=0.8, ls=":")
     for ax, ylabel in zip(axes, (f"{what} top-1 (%)", "ratio to uncompressed"), strict=True):
         ax.set_xscale("log", base=2)
+        ticks = sorted({int(d) for d in df[df.method != "full"].dim})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.set_xlabel("dimensions d")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
