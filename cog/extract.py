@@ -287,7 +287,9 @@ class _Pipeline:
         """Finish a batch on the device (fast mode: uint8 -> normalized float)."""
         if x.dtype != torch.uint8:
             return x
-        x = (x.float() - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.mean.device != x.device:  # moved once, not per batch
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        x = (x.float() - self.mean) / self.std
         return x.flip(1) if self.bgr else x
 
     def agrees_with_transform(self, images: ImageList, tries: int = 5) -> bool:
