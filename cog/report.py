@@ -1025,6 +1025,14 @@ def _note_selection(lb, lb_all, lb_few, metric, protocol, notes: list[str]) -> N
         hint = f"; rows exist for protocol(s) {have}: pass --protocol" if have else ""
         metrics = sorted(set(lb["metric"]))
         notes.append(f"no {metric} rows for protocol {protocol}{hint} (metrics: {metrics})")
+        return
+    shown = set(lb_all["model"]) | set(lb_few["model"])
+    for m, g in lb[~lb["model"].isin(shown) & ~lb["random_init"]].groupby("model"):
+        have = sorted({f"{r.metric}/{r.protocol}" for r in g.itertuples()})
+        notes.append(
+            f"{m}: no {metric} ({protocol}) results, only {', '.join(have)}: not drawn; "
+            "pick them with --metric/--protocol"
+        )
 
 
 def _ranking_caption(metric: str, protocol: str, baseline: str | None) -> str:

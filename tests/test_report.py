@@ -434,6 +434,13 @@ def test_partial_leaderboards_never_raise(tmp_path, capsys):
     assert "baseline sup_resnet50 has no top1 (fast) result" in text
     assert not (out / "relative_top1_fast.png").exists()
     assert (out / "levels_top1_fast.png").is_file()
+    # a model with reference-protocol rows only is named, not silently absent
+    ref = full[(full["model"] == "deit_small") & (full["metric"] == "top1")].assign(
+        protocol="reference"
+    )
+    pd.concat([one, ref]).to_csv(tmp_path / "two.csv", index=False)
+    assert main(["--leaderboard", str(tmp_path / "two.csv"), *common]) == 0
+    assert "deit_small: no top1 (fast) results, only top1/reference: not drawn" in page.read_text()
     # header only: a page that says so
     full.iloc[:0].to_csv(tmp_path / "empty.csv", index=False)
     assert main(["--leaderboard", str(tmp_path / "empty.csv"), *common]) == 0
