@@ -12,26 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from cog.cli import friendly_errors
+from cog.cli.eval import _int_list, _name_list
 from cog.tldr import DEFAULT_STUDY_DIMS, ENCODERS, METHODS, OPTIMIZERS, STUDY_METRICS
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected integers separated by commas"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected positive integers, e.g. 16,32,64")
-    return values
-
-
-def _name_list(text: str) -> tuple[str, ...]:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one name")
-    return values
 
 
 def _common(p: argparse.ArgumentParser) -> None:
