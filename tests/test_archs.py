@@ -698,3 +698,19 @@ def test_natnet_from_released_config_equals_nat_m4():
         k: v.shape for k, v in ref.state_dict().items()}
     with pytest.raises(CogError, match=r"net\.config"):
         natnet_from_config({"blocks": []})
+
+
+def test_clip_fp16_autocast_returns_close_float32_features():
+    model = model_for("clip_rn50", fresh=True)
+    x = torch.randn(1, 3, 224, 224)
+    try:
+        with torch.inference_mode():
+            full = model(x)
+            model.precision = "fp16"
+            half = model(x)
+    finally:
+        model.precision = "fp32"
+    assert half.dtype == torch.float32
+    assert (half - full).abs().max() < 2e-2 * full.abs().max()
+    with pytest.raises(CogError, match="precision"):
+        ARCHS["clip_rn50"](precision="bf16")

@@ -10,8 +10,8 @@ the mean token is prepended, a learned positional embedding added, 32-head atten
 `encode_image`: the attention-pooled, projected 1024-d embedding.
 
 OpenAI runs the encoder in fp16 on CUDA (conv/linear weights half, BatchNorm kept fp32), as
-the CoG authors did; `precision="fp16"` approximates that with fp16 autocast (the feature is
-returned as float32); the default is fp32.
+the CoG authors did; `precision="fp16"` approximates that with fp16 autocast on the input's
+device (the feature is returned as float32); the default is fp32.
 """
 
 from __future__ import annotations
