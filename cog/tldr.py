@@ -635,7 +635,8 @@ class TLDR(_Projector):
         device = resolve_device(self.device)
         seed = 0 if self.random_state is None else int(self.random_state)
         state = self._resume(checkpoint, Xf)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # seeded init without touching the caller's CPU / CUDA random streams
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
             torch.manual_seed(seed)
             enc = build_encoder(self.encoder, dim, int(self.n_components), self.encoder_hidden)
             proj = build_projector(int(self.n_components), parse_projector(self.projector))

@@ -88,6 +88,15 @@ def test_knn_graph_faiss_when_installed():
     assert np.mean([len(set(a) & set(b)) / 5 for a, b in zip(approx, exact, strict=True)]) > 0.9
 
 
+def test_knn_graph_faiss_missing_says_how_to_install(monkeypatch):
+    import cog.tldr
+
+    monkeypatch.setattr(cog.tldr, "_faiss", lambda: None)
+    with pytest.raises(CogError, match="pip install faiss-cpu"):
+        knn_graph(blobs(50, 4), 3, method="faiss")
+    assert knn_graph(blobs(50, 4), 3, method="auto", device="cpu").shape == (50, 3)
+
+
 # ----------------------------------------------------------------- loss, schedule, networks
 
 
