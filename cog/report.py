@@ -635,7 +635,9 @@ def plot_relative(
                 dx = 0.24 * (k / max(len(names) - 1, 1) - 0.5) if len(names) > 1 else 0.0
                 one = sub[sub["model"] == m]
                 _errorbars(ax, one, ("x", "delta", "err"), m, range(len(datasets)), dx)
-            ax.axhline(0, color="black", linewidth=1.0, linestyle="--", label=f"{baseline}")
+            ax.axhline(
+                0, color="black", linewidth=1.0, linestyle="--", label=f"{baseline} (baseline)"
+            )
             ax.set_xticks(range(len(datasets)), [dataset_label(d) for d in datasets])
             ax.set_xlim(-0.5, len(datasets) - 0.5)
             ax.set_title(f"{family_title(g)} ({len(names)} model{'s' * (len(names) > 1)})")

@@ -178,7 +178,7 @@ def test_relative_figure_plots_the_difference_to_the_baseline(lb_all):
             for d in DATASETS
         ]
         np.testing.assert_allclose(y, expect, atol=1e-9)
-        assert "sup_resnet50" in [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "sup_resnet50 (baseline)" in [t.get_text() for t in ax.get_legend().get_texts()]
     # missing points are gaps, not zeros: mixup has no L4, mochi_local no IN-1K
     r = series(axes[2])["mixup_resnet50"]
     assert np.isnan(r[4]) and np.isfinite(r[[0, 1, 2, 3, 5]]).all()
