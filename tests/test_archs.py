@@ -526,6 +526,8 @@ def test_pycls_effnet_matches_pycls_forward_with_bgr_flip():
     _check_same_function(model, ref, 64, flip=True)  # RGB in, pycls saw BGR
     with pytest.raises(AssertionError):
         _check_same_function(model, ref, 64, flip=False)
+    model.flip_to_bgr = False  # for preprocessing that already flips
+    _check_same_function(model, ref, 64, flip=False)
 
 
 def separius_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ class MBBlock:
     mid: int | None
     se: bool
     skip: bool  # shortcut is an IdentityLayer
+    act: str = "mish"
 
 
 # (in, out, kernel, stride, expand_ratio, mid_channels, use_se, identity shortcut), in the
@@ -77,7 +78,8 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def _act(name: str | None) -> nn.Module | None:
-    acts = {"mish": nn.Mish, "relu": nn.ReLU, "relu6": nn.ReLU6, "h_swish": nn.Hardswish}
+    acts = {"mish": nn.Mish, "relu": nn.ReLU, "relu6": nn.ReLU6, "h_swish": nn.Hardswish,
+            "swish": nn.SiLU}
     if name is None:
         return None
     if name not in acts:
@@ -121,8 +123,9 @@ class SEModule(nn.Module):
 class MBInvertedConvLayer(nn.Module):
     """Optional 1x1 expansion, depthwise kxk (+SE), linear 1x1 projection."""
 
-    def __init__(self, b: MBBlock, act: str) -> None:
+    def __init__(self, b: MBBlock) -> None:
         super().__init__()
+        act = b.act
         mid = b.mid if b.mid is not None else round(b.in_ch * b.expand)
         self.inverted_bottleneck = None if b.expand == 1 else ConvLayer(b.in_ch, mid, 1, act=act)
         depth = ConvLayer(mid, mid, b.kernel, b.stride, act=act, groups=mid)
@@ -138,9 +141,9 @@ class MBInvertedConvLayer(nn.Module):
 
 
 class MobileInvertedResidualBlock(nn.Module):
-    def __init__(self, b: MBBlock, act: str) -> None:
+    def __init__(self, b: MBBlock) -> None:
         super().__init__()
-        self.mobile_inverted_conv = MBInvertedConvLayer(b, act)
+        self.mobile_inverted_conv = MBInvertedConvLayer(b)
         self.skip = b.skip  # the IdentityLayer shortcut has no parameters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,12 +155,14 @@ class NATNet(nn.Module):
     """NATNet without its classifier: forward returns the pooled feature_mix output."""
 
     def __init__(self, blocks: Sequence[MBBlock], stem_ch: int = 24, expand_ch: int = 1152,
-                 feature_ch: int = 1536, act: str = "mish", bn_eps: float = 1e-5) -> None:
+                 feature_ch: int = 1536, acts: Sequence[str | None] = ("mish",) * 3,
+                 bn_eps: float = 1e-5) -> None:
+        """`acts`: activations of first_conv, final_expand_layer and feature_mix_layer."""
         super().__init__()
-        self.first_conv = ConvLayer(3, stem_ch, 3, 2, act=act)
-        self.blocks = nn.ModuleList(MobileInvertedResidualBlock(b, act) for b in blocks)
-        self.final_expand_layer = ConvLayer(blocks[-1].out_ch, expand_ch, 1, act=act)
-        self.feature_mix_layer = ConvLayer(expand_ch, feature_ch, 1, bn=False, act=act)
+        self.first_conv = ConvLayer(3, stem_ch, 3, 2, act=acts[0])
+        self.blocks = nn.ModuleList(MobileInvertedResidualBlock(b) for b in blocks)
+        self.final_expand_layer = ConvLayer(blocks[-1].out_ch, expand_ch, 1, act=acts[1])
+        self.feature_mix_layer = ConvLayer(expand_ch, feature_ch, 1, bn=False, act=acts[2])
         self.feature_dim = feature_ch
         for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
@@ -179,17 +184,21 @@ def natnet_from_config(config: Mapping[str, Any]) -> NATNet:
                 c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"],
                 c["expand_ratio"], c.get("mid_channels"), bool(c.get("use_se", False)),
                 (b.get("shortcut") or {}).get("name") == "IdentityLayer",
+                c.get("act_func", "relu6"),
             )
             for b in config["blocks"]
             for c in [b["mobile_inverted_conv"]]
         ]
-        act = config["first_conv"]["act_func"]
+        layers = [config[k] for k in ("first_conv", "final_expand_layer", "feature_mix_layer")]
+        if [layer.get("use_bn", True) for layer in layers] != [True, True, False]:
+            raise CogError("NAT net.config: only BatchNorm in first_conv and final_expand_layer "
+                           "(not in feature_mix_layer) is supported, as in all released subnets")
         return NATNet(
             blocks,
-            stem_ch=config["first_conv"]["out_channels"],
-            expand_ch=config["final_expand_layer"]["out_channels"],
-            feature_ch=config["feature_mix_layer"]["out_channels"],
-            act=act,
+            stem_ch=layers[0]["out_channels"],
+            expand_ch=layers[1]["out_channels"],
+            feature_ch=layers[2]["out_channels"],
+            acts=[layer.get("act_func") for layer in layers],
             bn_eps=config.get("bn", {}).get("eps", 1e-5),
         )
     except (KeyError, TypeError) as exc:

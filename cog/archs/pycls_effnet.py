@@ -50,23 +50,30 @@ _OTHER = re.compile(r"(.+)\.(\w+)$")
 
 
 class PyclsEfficientNet(nn.Module):
-    """timm EfficientNet without classifier, fed BGR: forward returns the pooled head output."""
+    """timm EfficientNet without classifier, fed BGR: forward returns the pooled head output.
 
-    def __init__(self, variant: str) -> None:
+    `flip_to_bgr=True`: forward takes RGB-ordered normalized images and flips them itself.
+    Pass False when the preprocessing already flips (then forward expects BGR); never both.
+    """
+
+    def __init__(self, variant: str, flip_to_bgr: bool = True) -> None:
         super().__init__()
         self.net = timm.create_model(f"efficientnet_{variant}", pretrained=False, num_classes=0)
         self.feature_dim = self.net.num_features
+        self.flip_to_bgr = flip_to_bgr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.flip(1))
+        return self.net(x.flip(1) if self.flip_to_bgr else x)
 
 
-def pycls_effnet_b1() -> PyclsEfficientNet:
-    return PyclsEfficientNet("b1")
+def pycls_effnet_b1(flip_to_bgr: bool = True) -> PyclsEfficientNet:
+    """pycls EfficientNet-B1 (train size 240); feature 1280-d."""
+    return PyclsEfficientNet("b1", flip_to_bgr)
 
 
-def pycls_effnet_b4() -> PyclsEfficientNet:
-    return PyclsEfficientNet("b4")
+def pycls_effnet_b4(flip_to_bgr: bool = True) -> PyclsEfficientNet:
+    """pycls EfficientNet-B4 (train size 380); feature 1792-d."""
+    return PyclsEfficientNet("b4", flip_to_bgr)
 
 
 def pycls_to_timm_key(key: str, exp_ratios: tuple[int, ...]) -> str:
