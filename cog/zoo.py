@@ -870,6 +870,20 @@ def build_arch(card: ModelCard) -> nn.Module:
     return net
 
 
+def timm_hub_filter(net: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Apply the timm module's `checkpoint_filter_fn`, as timm does for its hub weights.
+
+    Identity on files already in timm's layout; it adapts the few hub files timm stores in
+    their original layout. The strict load still checks the result.
+    """
+    import sys
+
+    fn = getattr(sys.modules.get(type(net).__module__), "checkpoint_filter_fn", None)
+    if fn is None or not type(net).__module__.startswith("timm."):
+        return state
+    return dict(fn(dict(state), net))
+
+
 def _dropped(key: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
@@ -1000,6 +1014,8 @@ def load(
             state = convert(converter, read_checkpoint(path))
         except CogError as e:
             raise CogError(f"{path}: {e}") from e
+        if source is not None and source.kind == "hub":
+            state = timm_hub_filter(net, state)
         load_strict(net, state, dataclasses.replace(card, converter=converter), str(path))
     declared = getattr(net, "feature_dim", None) or getattr(net, "num_features", None)
     if card.feature_pool == "head" and isinstance(declared, int) and declared != card.feature_dim:

@@ -1,9 +1,10 @@
 """Model zoo: cards, architectures, strict loading, weight cache, composite and user cards.
 
 Nothing is downloaded: checkpoints are synthetic, written in each release's original key
-layout from the architecture's own state dict. Architectures over ~50M parameters (VGG19,
-ResNet-152, ViT-B/DeiT-B, DeiT-B-384) are built only with COG_TEST_LARGE=1; their converter
-round trips run on the same-family small model (same key layout) instead.
+layout from the architecture's own state dict. Architectures over ~50M parameters or with
+inputs of 299 px and more (VGG19, ResNet-152, ViT-B/DeiT-B, DeiT-B-384, Inception-v3,
+EfficientNet-B4) are built only with COG_TEST_LARGE=1; converter round trips then run on the
+same-family small model (same key layout) instead.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from cog import CogError, zoo
 from cog.convert import convert
 
 LARGE = os.environ.get("COG_TEST_LARGE") == "1"
-LARGE_ARCHS = {
+LARGE_ARCHS = {  # > 50M parameters or inputs of 299 px and more
+    "inception_v3",
+    "pycls_effnet_b4",
     "vgg19_bn",
     "resnet152",
     "deit_base_distilled_patch16_384",
@@ -405,8 +408,11 @@ def test_converter_round_trips_the_original_layout_strictly(name):
     sd = fresh(card)
     for w in [None, *card.weights]:
         conv = (w.converter if w is not None and w.converter else None) or card.converter
-        ckpt = original_layout(conv, sd, head_tensors(card))
-        zoo.load_strict(net, convert(conv, ckpt), card, f"synthetic {conv}")
+        if w is not None and w.kind == "hub":  # hub files are in timm's layout
+            state = zoo.timm_hub_filter(net, convert(conv, {**sd, **head_tensors(card)}))
+        else:
+            state = convert(conv, original_layout(conv, sd, head_tensors(card)))
+        zoo.load_strict(net, state, card, f"synthetic {conv}")
         got = net.state_dict()
         assert all(torch.equal(got[k], sd[k]) for k in sd), name
 
@@ -687,3 +693,28 @@ def test_cli_list_show_check(isolated, capsys):
     err = capsys.readouterr().err
     assert "missing" in err and "nope" in err
     assert main(["show", "no_such_model"]) == 2
+
+
+def test_read_checkpoint_formats(isolated):
+    import argparse
+
+    from safetensors.torch import save_file
+
+    lin = torch.nn.Linear(3, 2)
+    scripted = torch.jit.script(lin)
+    scripted.save(str(isolated / "clip_like.pt"))  # TorchScript archive, like CLIP's RN50.pt
+    with pytest.warns(UserWarning):
+        assert set(zoo.read_checkpoint(isolated / "clip_like.pt")) == {"weight", "bias"}
+    save_file(lin.state_dict(), str(isolated / "m.safetensors"))
+    assert set(zoo.read_checkpoint(isolated / "m.safetensors")) == {"weight", "bias"}
+    torch.save(
+        {"args": argparse.Namespace(lr=0.1), "state_dict": lin.state_dict()},
+        isolated / "old.pth.tar",
+    )  # pickled Python objects (old training scripts)
+    with pytest.warns(UserWarning, match="weights_only=False"):
+        assert "state_dict" in zoo.read_checkpoint(isolated / "old.pth.tar")
+    (isolated / "cut.pth").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CogError, match=r"cut\.pth"):
+        zoo.read_checkpoint(isolated / "cut.pth")
+    with pytest.raises(CogError, match="no such checkpoint"):
+        zoo.read_checkpoint(isolated / "absent.pth")
