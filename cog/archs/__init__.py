@@ -16,6 +16,13 @@ Where the network equals a timm/torchvision one, the module IS that network and 
 converter renames keys (pycls EfficientNet -> timm efficientnet, SimCLR-v2 -> torchvision
 resnet50, OpenAI CLIP -> timm resnet50_clip); NAT-M4 and T2T-ViT_t-14 are implemented here
 with the original module names; BYOL's ResNet-50 is torchvision's with TF "SAME" padding.
+tests/test_archs.py checks every key map value by value and every forward against a
+functional restatement of the original code.
+
+Builder options: `pycls_effnet_b*(flip_to_bgr=True)` flips RGB -> BGR inside forward (pass
+False only if the preprocessing flips already); `clip_rn50(precision="fp32"|"fp16")` (fp16
+autocast, as OpenAI ran it on GPU); `t2t_vit_t_14(qk_scale=None)` (attention scale, see
+cog.archs.t2t_vit).
 """
 
 from __future__ import annotations
