@@ -84,8 +84,13 @@ def knn_scores(
 
 
 def knn_accuracy(
-    train_X: Any, train_y: Any, test_X: Any, test_y: Any, k: int = 20,
-    temperature: float = 0.07, **kwargs: Any,
+    train_X: Any,
+    train_y: Any,
+    test_X: Any,
+    test_y: Any,
+    k: int = 20,
+    temperature: float = 0.07,
+    **kwargs: Any,
 ) -> float:
     """Top-1 accuracy in [0, 1] of the weighted cosine kNN classifier (k=20, T=0.07).
 

@@ -39,8 +39,8 @@ VAL_FRACTION = 0.2
 # lr0 and weight-decay ranges searched by the authors' Optuna study (protocol.md section 4).
 REFERENCE_LR_RANGE = (0.1, 100.0)
 REFERENCE_WD_RANGE = (1e-12, 1e-4)
-# The fast protocol's L2 path: strongest first, half a decade apart.
-DEFAULT_L2_GRID = tuple(float(v) for v in np.logspace(-1, -6, 11))
+# The fast protocol's L2 path (on standardised features): strongest first, a decade apart.
+DEFAULT_L2_GRID = tuple(float(v) for v in np.logspace(1, -6, 8))
 # One chunk of float32 features or logits is kept near this many bytes.
 CHUNK_BYTES = 1 << 28
 
@@ -133,8 +133,9 @@ def check_class_sets(
 
     parts = []
     if len(only_train):
-        parts.append(f"{len(only_train)} training classes missing from the test set: "
-                     f"{show(only_train)}")
+        parts.append(
+            f"{len(only_train)} training classes missing from the test set: {show(only_train)}"
+        )
     if len(only_test):
         parts.append(f"{len(only_test)} test classes never seen in training: {show(only_test)}")
     raise CogError(
@@ -375,9 +376,13 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
     n_shot : None for all training data, else N images per class (authors' few-shot rules:
         tune with N per class from the 80% part against the full 20% validation slice, then
         refit on a fresh N-per-class draw from the whole training set).
-    l2_grid, max_iter, tol, patience, history_size : the fast solver's path (strongest L2
-        first), L-BFGS iterations per path point, gradient tolerance, how many falling
-        path points without a better validation score end it, L-BFGS memory.
+    l2_grid : the fast solver's L2 penalties on standardised features (default 10 ... 1e-6,
+        a decade apart), walked strongest first with warm starts.
+    max_iter, tol, history_size : L-BFGS iterations per path point, gradient tolerance
+        relative to the gradient at zero, L-BFGS memory.
+    patience : this many path points in a row without a better validation top-1 (ties
+        broken by validation loss) end the path.
+    refine : also try the half-way points on both sides of the best path point.
     n_trials, epochs, batch_size, momentum : the reference recipe (30, 100, 1024, 0.9);
         shrink only in tests.
     storage_dtype : "auto" (float32 when it fits, else float16), "float32", "float16",
@@ -397,8 +402,9 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         n_shot: int | None = None,
         l2_grid: Sequence[float] | None = None,
         max_iter: int = 100,
-        tol: float = 1e-5,
-        patience: int = 3,
+        tol: float = 1e-3,
+        patience: int = 2,
+        refine: bool = True,
         history_size: int = 20,
         n_trials: int = 30,
         epochs: int = 100,
@@ -415,6 +421,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.patience = patience
+        self.refine = refine
         self.history_size = history_size
         self.n_trials = n_trials
         self.epochs = epochs
@@ -497,38 +504,76 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         if not grid or min(grid) <= 0:
             raise CogError(f"l2_grid must hold positive values, got {self.l2_grid!r}")
         mu, inv = store.stats(tr)
-        W = torch.zeros((n_classes, store.dim), device=store.device, requires_grad=True)
-        b = torch.zeros(n_classes, device=store.device, requires_grad=True)
-        results, best, best_state, stale = [], None, None, 0
-        bar = tqdm(grid, desc="fast probe: L2 path", disable=not self.verbose, leave=False)
-        for lam in bar:
+        W = torch.zeros((n_classes, store.dim), device=store.device)
+        b = torch.zeros(n_classes, device=store.device)
+        tune = _Objective(store, tr, y_t, mu, inv)
+        # Tolerances are relative to the gradient at zero, so they do not depend on the
+        # number of classes or the feature scale.
+        gtol = self.tol * tune.max_grad(W, b)
+        results: list[dict] = []
+        bar = tqdm(desc="fast probe: L2 path", disable=not self.verbose, leave=False)
+
+        def solve(lam, start):
             ts = time.perf_counter()
-            n_iter = _lbfgs(store, tr, y_t, W, b, mu, inv, lam, self.max_iter, self.tol,
-                            self.history_size)
-            coef, icpt = _effective(W, b, mu, inv)
-            top1 = _accuracy(store, va, y_t, coef, icpt)
-            results.append({"l2": lam, "val_top1": top1, "n_iter": n_iter,
-                            "time_s": time.perf_counter() - ts})
+            W.copy_(start[0])
+            b.copy_(start[1])
+            n_iter, n_eval = _lbfgs(tune, W, b, lam, self.max_iter, gtol, self.history_size)
+            top1, loss = _evaluate(store, va, y_t, *_effective(W, b, mu, inv))
+            rec = {
+                "l2": lam,
+                "val_top1": top1,
+                "val_loss": loss,
+                "n_iter": n_iter,
+                "n_eval": n_eval,
+                "time_s": time.perf_counter() - ts,
+            }
+            results.append(rec)
+            bar.update(1)
             bar.set_postfix(l2=f"{lam:.1e}", val_top1=f"{top1:.4f}")
-            if best is None or top1 > best["val_top1"]:
-                best, best_state, stale = results[-1], (W.detach().clone(), b.detach().clone()), 0
+            return rec, (W.clone(), b.clone())
+
+        def better(r, than):
+            return than is None or (r["val_top1"], -r["val_loss"]) > (
+                than["val_top1"],
+                -than["val_loss"],
+            )
+
+        best, best_state, state, stale = None, None, (W.clone(), b.clone()), 0
+        for lam in grid:
+            rec, state = solve(lam, state)
+            if better(rec, best):
+                best, best_state, stale = rec, state, 0
             else:
                 stale += 1
                 if stale >= self.patience:
                     break
+        if self.refine and len(grid) > 1:
+            # Halfway (in log scale) to each neighbour of the best point; beyond an end of the
+            # grid, the same step outward.
+            i = grid.index(best["l2"])
+            step = grid[i - 1] / grid[i] if i > 0 else grid[i] / grid[i + 1]
+            start = best_state
+            for lam in (best["l2"] * math.sqrt(step), best["l2"] / math.sqrt(step)):
+                rec, state = solve(lam, start)
+                if better(rec, best):
+                    best, best_state = rec, state
         bar.close()
         t_tune = time.perf_counter() - t0
         # Keep the per-sample weighting of the penalty: same C = 1 / (l2 * n) on more rows.
         lam = best["l2"] * len(tr) / len(final)
-        with torch.no_grad():
-            W.copy_(best_state[0])
-            b.copy_(best_state[1])
-        n_iter = _lbfgs(store, final, y_t, W, b, mu, inv, lam, self.max_iter, self.tol,
-                        self.history_size)
-        coef, icpt = _effective(W, b, mu, inv)
-        self.coef_, self.intercept_ = coef, icpt
-        self.best_params_ = {"l2": best["l2"], "l2_refit": lam, "val_top1": best["val_top1"],
-                             "refit_iter": n_iter}
+        W.copy_(best_state[0])
+        b.copy_(best_state[1])
+        refit = _Objective(store, final, y_t, mu, inv)
+        n_iter, n_eval = _lbfgs(refit, W, b, lam, self.max_iter, gtol, self.history_size)
+        self.coef_, self.intercept_ = _effective(W, b, mu, inv)
+        self.best_params_ = {
+            "l2": best["l2"],
+            "l2_refit": lam,
+            "val_top1": best["val_top1"],
+            "val_loss": best["val_loss"],
+            "refit_iter": n_iter,
+            "refit_eval": n_eval,
+        }
         self.cv_results_ = results
         return t_tune, time.perf_counter() - t0 - t_tune
 
@@ -539,17 +584,28 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
 
         t0 = time.perf_counter()
         results = []
-        bar = tqdm(total=self.n_trials, desc="reference probe: trials",
-                   disable=not self.verbose, leave=False)
+        bar = tqdm(
+            total=self.n_trials,
+            desc="reference probe: trials",
+            disable=not self.verbose,
+            leave=False,
+        )
 
         def objective(trial: optuna.Trial) -> float:
             ts = time.perf_counter()
             lr = trial.suggest_float("lr", *REFERENCE_LR_RANGE, log=True)
             wd = trial.suggest_float("wd", *REFERENCE_WD_RANGE, log=True)
             coef, icpt = self._sgd(store, tr, y_t, n_classes, lr, wd, trial.number)
-            top1 = _accuracy(store, va, y_t, coef, icpt)
-            results.append({"trial": trial.number, "lr": lr, "wd": wd, "val_top1": top1,
-                            "time_s": time.perf_counter() - ts})
+            top1 = _evaluate(store, va, y_t, coef, icpt)[0]
+            results.append(
+                {
+                    "trial": trial.number,
+                    "lr": lr,
+                    "wd": wd,
+                    "val_top1": top1,
+                    "time_s": time.perf_counter() - ts,
+                }
+            )
             bar.update(1)
             return top1
 
@@ -566,8 +622,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
             bar.close()
         t_tune = time.perf_counter() - t0
         lr, wd = study.best_params["lr"], study.best_params["wd"]
-        self.coef_, self.intercept_ = self._sgd(store, final, y_t, n_classes, lr, wd,
-                                                self.n_trials)
+        self.coef_, self.intercept_ = self._sgd(store, final, y_t, n_classes, lr, wd, self.n_trials)
         self.best_params_ = {"lr": lr, "wd": wd, "val_top1": study.best_value}
         self.cv_results_ = results
         return t_tune, time.perf_counter() - t0 - t_tune
@@ -580,8 +635,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
             torch.manual_seed(int(self.seed) * 1000 + int(run))
             layer = torch.nn.Linear(store.dim, n_classes)
         layer = layer.to(dev)
-        opt = torch.optim.SGD(layer.parameters(), lr=lr0, momentum=self.momentum,
-                              weight_decay=wd)
+        opt = torch.optim.SGD(layer.parameters(), lr=lr0, momentum=self.momentum, weight_decay=wd)
         n = len(idx)
         for epoch in range(self.epochs):
             for group in opt.param_groups:
@@ -589,8 +643,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
             perm = idx[torch.randperm(n, generator=gen).to(dev)]
             for a in range(0, n, self.batch_size):
                 rows = perm[a : a + self.batch_size]
-                loss = torch.nn.functional.cross_entropy(layer(store.data[rows].float()),
-                                                         y_t[rows])
+                loss = torch.nn.functional.cross_entropy(layer(store.data[rows].float()), y_t[rows])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -673,46 +726,76 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
 
 def _effective(W, b, mu, inv):
     """Weights acting on raw normalised features from weights on standardised ones."""
-    with torch.no_grad():
-        coef = W * inv
-        return coef.clone(), (b - coef @ mu).clone()
+    coef = W * inv
+    return coef, b - coef @ mu
 
 
 @torch.no_grad()
-def _accuracy(store, idx, y_t, coef, icpt) -> float:
+def _evaluate(store, idx, y_t, coef, icpt) -> tuple[float, float]:
+    """Top-1 accuracy and mean cross-entropy on rows `idx`."""
     if not torch.isfinite(coef).all() or not torch.isfinite(icpt).all():
-        return 0.0  # a diverged run scores nothing
-    hits = 0
+        return 0.0, math.inf  # a diverged run scores nothing
+    hits, loss = 0, 0.0
     for s, x in store.chunks(idx, width=coef.shape[0]):
-        hits += int(((x @ coef.T + icpt).argmax(1) == y_t[idx[s]]).sum())
-    return hits / len(idx)
+        z = x @ coef.T + icpt
+        yc = y_t[idx[s]]
+        hits += int((z.argmax(1) == yc).sum())
+        loss += float(torch.nn.functional.cross_entropy(z, yc, reduction="sum"))
+    return hits / len(idx), loss / len(idx)
 
 
-def _lbfgs(store, idx, y_t, W, b, mu, inv, lam, max_iter, tol, history_size) -> int:
-    """Minimise mean cross-entropy + lam/2 ||W||^2 on standardised rows `idx`, in place."""
-    n = len(idx)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=history_size,
-                            tolerance_grad=tol, tolerance_change=1e-12,
-                            line_search_fn="strong_wolfe")
+class _Objective:
+    """Mean cross-entropy of a linear layer on standardised rows `idx` (no penalty)."""
+
+    def __init__(self, store, idx, y_t, mu, inv):
+        self.store, self.idx, self.y_t, self.mu, self.inv = store, idx, y_t, mu, inv
 
     @torch.no_grad()
-    def closure():
+    def __call__(self, W, b) -> tuple[float, torch.Tensor, torch.Tensor]:
         gW = torch.zeros_like(W)
         gb = torch.zeros_like(b)
         loss = torch.zeros((), dtype=torch.float64, device=W.device)
-        for s, x in store.chunks(idx, width=W.shape[0]):
-            x = (x - mu) * inv
+        for s, x in self.store.chunks(self.idx, width=W.shape[0]):
+            x = (x - self.mu) * self.inv
             z = torch.addmm(b, x, W.T)
             lse = torch.logsumexp(z, 1)
-            yc = y_t[idx[s]]
+            yc = self.y_t[self.idx[s]]
             loss += (lse - z.gather(1, yc[:, None]).squeeze(1)).double().sum()
             p = torch.exp(z - lse[:, None])
             p[torch.arange(len(yc), device=p.device), yc] -= 1.0
             gW.addmm_(p.T, x)
             gb += p.sum(0)
-        W.grad = gW / n + lam * W
-        b.grad = gb / n
-        return (loss / n).float() + 0.5 * lam * (W * W).sum()
+        n = len(self.idx)
+        return float(loss) / n, gW / n, gb / n
+
+    def max_grad(self, W, b) -> float:
+        _, gW, gb = self(W, b)
+        return max(float(gW.abs().max()), float(gb.abs().max()), 1e-12)
+
+
+def _lbfgs(obj, W, b, lam, max_iter, gtol, history_size) -> tuple[int, int]:
+    """Minimise obj + lam/2 ||W||^2 in place with L-BFGS; (iterations, loss evaluations)."""
+    W.requires_grad_(True)
+    b.requires_grad_(True)
+    opt = torch.optim.LBFGS(
+        [W, b],
+        lr=1,
+        max_iter=max_iter,
+        history_size=history_size,
+        tolerance_grad=gtol,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
+
+    @torch.no_grad()
+    def closure():
+        loss, gW, gb = obj(W, b)
+        W.grad = gW + lam * W
+        b.grad = gb
+        return loss + 0.5 * lam * float((W * W).sum())
 
     opt.step(closure)
-    return int(opt.state[opt._params[0]].get("n_iter", 0))
+    W.requires_grad_(False)
+    b.requires_grad_(False)
+    state = opt.state[opt._params[0]]
+    return int(state.get("n_iter", 0)), int(state.get("func_evals", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from cog import CogError
 from cog.metrics import alignment, knn_accuracy, knn_scores, uniformity
@@ -21,6 +22,15 @@ def brute_knn(Xtr, ytr, Xte, k, T):
         for j in np.argsort(-row)[:k]:
             votes[i, ytr[j]] += np.exp(row[j] / T)
     return votes.argmax(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny problems: one intra-op thread avoids waiting on busy cores (shared CI machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
