@@ -1,0 +1,731 @@
+"""The MoCo-v2 / MoCHi training loop behind `cog-train-mochi`: data, augmentation, DDP,
+mixed precision, the cosine schedule, resumable checkpoints in the public MoCo layout, the
+JSON-lines log, and the zoo card that makes the result evaluable by name.
+
+Resuming is exact at epoch boundaries: the checkpoint holds the model (both encoders, the
+queue), the optimizer, the AMP scaler and every process's RNG states, and each epoch's data
+order is a function of (seed, epoch). A run killed mid-epoch restarts that epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+import cog
+from cog import CogError
+from cog.io import atomic_write, cog_home, sha256_file
+from cog.mochi import MochiParams, MoCo, encode, feature_metrics, parse_arch
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHECKPOINT = "checkpoint.pth.tar"
+LOG = "log.jsonl"
+# settings a checkpoint cannot be resumed under if they change
+STRUCTURAL = ("arch", "dim", "mlp_dim", "queue", "data")
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by `train(..., stop_after_steps=n)`: simulates a kill, for resume tests."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run; saved in the checkpoint and the zoo card's `training` field."""
+
+    data: str
+    name: str
+    out: str | None = None
+    arch: str = "resnet50"
+    epochs: int = 200
+    batch_size: int = 256  # global, over all processes
+    image_size: int = 224
+    queue: int = 65536
+    dim: int = 128
+    mlp_dim: int | None = None  # hidden width of the head; None = backbone feature width
+    key_momentum: float = 0.999
+    temperature: float = 0.2
+    mochi: str = "512,1024,512"  # "N,s,s'" or "off"
+    mochi_warmup: int = 15  # epochs of plain MoCo-v2 before mixing starts
+    lr: float = 0.03  # for a batch of 256, scaled linearly
+    sgd_momentum: float = 0.9
+    weight_decay: float = 1e-4
+    workers: int = 8
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    bn: str = "shuffle"  # shuffle | sync | local (multi-process only)
+    seed: int = 0
+    holdout: int = 512  # images kept out of training for alignment/uniformity
+    eval_every: int = 10
+    log_every: int = 50
+    eval_size: int = 224  # evaluation preprocessing (card): resize short side, centre crop
+    extra: dict = field(default_factory=dict)
+
+    def mochi_params(self) -> MochiParams | None:
+        return MochiParams.parse(self.mochi)
+
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else cog_home() / "train" / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 2, "--batch-size must be at least 2"),
+            (self.image_size >= 16, "--image-size must be at least 16"),
+            (
+                self.precision in ("auto", "fp32", "bf16", "fp16"),
+                "--precision: auto|fp32|bf16|fp16",
+            ),
+            (self.bn in ("shuffle", "sync", "local"), "--bn: shuffle|sync|local"),
+            (0 <= self.key_momentum < 1, "--key-momentum must be in [0, 1)"),
+            (self.temperature > 0, "--temperature must be positive"),
+            (self.holdout >= 0 and self.mochi_warmup >= 0, "--holdout/--mochi-warmup >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise CogError(f"{self.name}: {msg}")
+        params = self.mochi_params()
+        if params is not None and params.n_hard > self.queue:
+            raise CogError(
+                f"--mochi {self.mochi}: N={params.n_hard} exceeds the queue (--queue "
+                f"{self.queue}); lower N or enlarge the queue"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class ImageSet:
+    """Image paths (relative to `root`) with class indices (-1 when the folder is unlabelled)."""
+
+    root: Path
+    paths: list[str]
+    labels: np.ndarray
+    classes: list[str]
+
+    def subset(self, idx: np.ndarray) -> ImageSet:
+        return ImageSet(self.root, [self.paths[i] for i in idx], self.labels[idx], self.classes)
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def find_images(data: str | Path) -> ImageSet:
+    """Images of a class-folder tree (`DIR/<class>/*.jpg`), of the ImageNet-1K train layout
+    (`DIR/train/<wnid>/*.JPEG`), or of a flat folder (unlabelled)."""
+    root = Path(data).expanduser()
+    if not root.is_dir():
+        raise CogError(f"--data {root}: no such folder (expected DIR/<class>/*.jpg or DIR/train/)")
+    if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+        root = root / "train"
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        paths = sorted(p.name for p in root.iterdir() if p.is_file() and _is_image(p.name))
+        if not paths:
+            raise CogError(f"--data {root}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+        return ImageSet(root, paths, np.full(len(paths), -1, dtype=np.int64), [])
+    paths, labels, classes = [], [], []
+    for d in subdirs:
+        files = sorted(
+            os.path.relpath(os.path.join(dp, f), root)
+            for dp, _, fs in os.walk(d, followlinks=True)
+            for f in fs
+            if _is_image(f)
+        )
+        if not files:
+            raise CogError(
+                f"--data {root}: class folder {d.name}/ holds no image; remove it or add images"
+            )
+        labels += [len(classes)] * len(files)
+        paths += files
+        classes.append(d.name)
+    return ImageSet(root, paths, np.asarray(labels, dtype=np.int64), classes)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as e:
+        raise CogError(
+            f"{path}: cannot decode the image ({e}); replace or delete the file, then rerun "
+            "with --resume"
+        ) from e
+
+
+def moco_v2_augmentation(size: int) -> v2.Compose:
+    """The MoCo-v2 recipe: crop (0.2-1), colour jitter p=0.8, grey p=0.2, blur p=0.5, flip."""
+    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # about 10% of the side, odd
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def eval_transform(size: int) -> v2.Compose:
+    """The card's preprocessing: bicubic resize of the short side, centre crop, IN mean/std."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+class ImageDataset(Dataset):
+    """(view_1, [view_2,] label) per image; two independent augmented views when `two_views`."""
+
+    def __init__(self, images: ImageSet, transform: v2.Compose, two_views: bool) -> None:
+        self.images, self.transform, self.two_views = images, transform, two_views
+
+    def __len__(self) -> int:
+        return len(self.images.paths)
+
+    def __getitem__(self, i: int) -> tuple:
+        img = load_rgb(self.images.root / self.images.paths[i])
+        label = int(self.images.labels[i])
+        if self.two_views:
+            return self.transform(img), self.transform(img), label
+        return self.transform(img), label
+
+
+# ---------------------------------------------------------------------------------------------
+# processes, devices, precision
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_runtime(cfg: TrainConfig) -> Runtime:
+    """Join the torchrun process group when there is one (nccl on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    want = cfg.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CogError(f"--device {cfg.device}: CUDA is not available; use --device cpu")
+        device = torch.device("cuda", local if world > 1 else torch.device(want).index or 0)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(want)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    precision = cfg.precision
+    if precision == "auto":
+        if device.type != "cuda":
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision != "fp32" and device.type != "cuda":
+        raise CogError(f"--precision {precision}: mixed precision needs a GPU; use fp32 on CPU")
+    amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return Runtime(rank, world, device, amp)
+
+
+def _rng_state() -> dict[str, Any]:
+    """This process's RNG streams, in types `torch.load(weights_only=True)` accepts."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _gather_objects(obj: Any, rt: Runtime) -> list[Any]:
+    if rt.world == 1:
+        return [obj]
+    out: list[Any] = [None] * rt.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints and log
+
+
+def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
+    """Atomic torch.save: a half-written checkpoint never replaces a good one."""
+    with atomic_write(path, "wb") as f:
+        torch.save(ckpt, f)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CogError(f"{path}: not a readable checkpoint ({e}); delete it to start over") from e
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "config" not in ckpt:
+        raise CogError(f"{path}: not a cog-train-mochi checkpoint (no state_dict/config)")
+    return ckpt
+
+
+def _log(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line; NaN (e.g. no labelled negative yet) is written as null."""
+    record = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in record.items()}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _trim_log(path: Path, start_epoch: int) -> None:
+    """Drop records of epochs that the resumed run will train again."""
+    if not path.is_file():
+        return
+    keep = [
+        ln for ln in path.read_text().splitlines() if json.loads(ln).get("epoch", 0) < start_epoch
+    ]
+    with atomic_write(path) as f:
+        f.write("".join(ln + "\n" for ln in keep))
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a run's log.jsonl (in the order written)."""
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def cosine_lr(base: float, epoch_float: float, epochs: int) -> float:
+    return base * 0.5 * (1.0 + math.cos(math.pi * epoch_float / epochs))
+
+
+@torch.no_grad()
+def evaluate_heldout(encoder: nn.Module, loader: DataLoader, rt: Runtime) -> dict[str, Any]:
+    """Alignment/uniformity of backbone features and head outputs on the held-out images."""
+    was_training = encoder.training
+    encoder.eval()
+    feats, heads, labels = [], [], []
+    for x, y in loader:
+        with _autocast(rt):
+            f, h = encode(encoder, x.to(rt.device, non_blocking=True))
+        feats.append(f.float().cpu())
+        heads.append(h.float().cpu())
+        labels.append(y)
+    encoder.train(was_training)
+    y = torch.cat(labels)
+    return {
+        "backbone": feature_metrics(torch.cat(feats), y),
+        "head": feature_metrics(torch.cat(heads), y),
+    }
+
+
+def _autocast(rt: Runtime) -> contextlib.AbstractContextManager:
+    if rt.amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(rt.device.type, dtype=rt.amp_dtype)
+
+
+def _split(images: ImageSet, cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
+    """Hold `cfg.holdout` images (seeded) out of training for the feature-space metrics."""
+    n = len(images.paths)
+    n_hold = min(cfg.holdout, n // 5)
+    if n_hold < 2:
+        return images, None
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    return images.subset(np.sort(order[n_hold:])), images.subset(np.sort(order[:n_hold]))
+
+
+def _build_model(cfg: TrainConfig, rt: Runtime) -> MoCo:
+    torch.manual_seed(cfg.seed)  # identical initial weights and queue on every process
+    model = MoCo(
+        arch=resolve_arch(cfg.arch),
+        dim=cfg.dim,
+        mlp_dim=cfg.mlp_dim,
+        queue_size=cfg.queue,
+        momentum=cfg.key_momentum,
+        temperature=cfg.temperature,
+        shuffle_bn=cfg.bn == "shuffle",
+    )
+    if cfg.bn == "sync" and rt.world > 1:
+        if rt.device.type != "cuda":
+            raise CogError("--bn sync needs GPUs; use --bn shuffle on CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(rt.device)
+    if rt.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def resolve_arch(arch: str) -> str:
+    """A timm/torchvision architecture for `--arch`: "resnet50", "timm:NAME",
+    "torchvision:NAME", or a zoo model name (its card's architecture, randomly initialised)."""
+    import timm
+
+    lib, name = parse_arch(arch)
+    if ":" in arch or "/" in arch or timm.is_model(name):
+        return f"{lib}:{name}"
+    try:
+        from cog import zoo
+    except ImportError:
+        return f"{lib}:{name}"
+    try:
+        card = zoo.get_card(arch)
+    except CogError:
+        return f"{lib}:{name}"  # build_encoder names close timm matches
+    return _card_arch(card.to_dict())
+
+
+def _card_arch(card: dict[str, Any]) -> str:
+    arch = card.get("arch")
+    if isinstance(arch, dict):
+        return f"{arch.get('library', 'timm')}:{arch['name']}"
+    return str(arch)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> Path:
+    """Train (or, with `resume`, continue) a run; returns the final checkpoint's path.
+
+    Writes `<out>/checkpoint.pth.tar` after every epoch and, at the end, the immutable
+    `<out>/checkpoint_<epochs>.pth.tar` that the zoo card points at.
+    """
+    cfg.validate()
+    mochi = cfg.mochi_params()
+    rt = setup_runtime(cfg)
+    if cfg.batch_size % rt.world:
+        raise CogError(f"--batch-size {cfg.batch_size} is not divisible by {rt.world} processes")
+    out = cfg.out_dir()
+    ckpt_path, log_path = out / CHECKPOINT, out / LOG
+    if ckpt_path.exists() and not resume:
+        raise CogError(
+            f"{ckpt_path}: a run already exists here; pass --resume to continue it or choose "
+            "another --out/--name"
+        )
+    images = find_images(cfg.data)
+    train_set, held = _split(images, cfg)
+    local_batch = cfg.batch_size // rt.world
+    iters = len(train_set.paths) // rt.world // local_batch
+    if iters == 0:
+        raise CogError(
+            f"--data {cfg.data}: {len(train_set.paths)} training images are fewer than one "
+            f"batch ({cfg.batch_size}); lower --batch-size"
+        )
+
+    model = _build_model(cfg, rt)
+    torch.manual_seed(cfg.seed + rt.rank)  # distinct augmentation streams per process
+    np.random.seed(cfg.seed + rt.rank)
+    random.seed(cfg.seed + rt.rank)
+    base_lr = cfg.lr * cfg.batch_size / 256
+    opt = torch.optim.SGD(
+        model.encoder_q.parameters(),
+        lr=base_lr,
+        momentum=cfg.sgd_momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
+    start_epoch = 0
+    if resume and ckpt_path.exists():
+        start_epoch = _restore(ckpt_path, cfg, rt, model, opt, scaler)
+    net: nn.Module = model
+    if rt.world > 1:
+        ids = [rt.device.index] if rt.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+
+    if rt.main:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_write(out / "config.json") as f:
+            json.dump(cfg.to_dict(), f, indent=2)
+        if start_epoch:
+            _trim_log(log_path, start_epoch)
+        else:
+            log_path.unlink(missing_ok=True)
+            _log(log_path, _start_record(cfg, images, train_set, held, rt, model))
+
+    dataset = ImageDataset(train_set, moco_v2_augmentation(cfg.image_size), two_views=True)
+    sampler = DistributedSampler(
+        dataset, num_replicas=rt.world, rank=rt.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=local_batch,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=rt.device.type == "cuda",
+        drop_last=True,
+        persistent_workers=False,
+    )
+    held_loader = None
+    if held is not None and rt.main:
+        held_loader = DataLoader(
+            ImageDataset(held, eval_transform(cfg.eval_size), two_views=False),
+            batch_size=max(1, min(256, local_batch)),
+            num_workers=min(cfg.workers, 4),
+            generator=torch.Generator().manual_seed(cfg.seed),  # leaves the training RNG alone
+        )
+
+    loop = _Loop(
+        net, loader, opt, scaler, cfg, rt, iters, base_lr, log_path, progress, stop_after_steps
+    )
+    step = start_epoch * iters
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        mixing = mochi if (mochi is not None and epoch >= cfg.mochi_warmup) else None
+        summary = _train_epoch(loop, epoch, mixing, step)
+        step += iters
+        record = {"event": "epoch", "epoch": epoch, **summary}
+        if held_loader is not None and (
+            (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+        ):
+            record["heldout"] = evaluate_heldout(model.encoder_q, held_loader, rt)
+        rngs = _gather_objects(_rng_state(), rt)
+        if rt.main:
+            _log(log_path, record)
+            ckpt = _checkpoint(cfg, model, opt, scaler, epoch + 1, rngs)
+            save_checkpoint(ckpt_path, ckpt)
+        if rt.world > 1:
+            dist.barrier()
+    final = out / f"checkpoint_{cfg.epochs:04d}.pth.tar"
+    if rt.main and not final.exists():
+        tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+        os.link(ckpt_path, tmp)
+        os.replace(tmp, final)
+    if rt.world > 1:
+        dist.barrier()
+    return final
+
+
+@dataclass
+class _Loop:
+    """What every epoch of a run shares."""
+
+    net: nn.Module
+    loader: DataLoader
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    cfg: TrainConfig
+    rt: Runtime
+    iters: int
+    base_lr: float
+    log_path: Path
+    progress: bool
+    stop_after_steps: int | None
+
+
+def _train_epoch(loop: _Loop, epoch: int, mixing: MochiParams | None, step: int) -> dict[str, Any]:
+    """One pass over the data; returns the epoch's summary record."""
+    net, opt, scaler, cfg, rt, iters = (
+        loop.net, loop.opt, loop.scaler, loop.cfg, loop.rt, loop.iters
+    )  # fmt: skip
+    net.train()
+    losses = torch.zeros((), device=rt.device)
+    t0 = t_last = time.perf_counter()
+    last_it = -1
+    bar = tqdm(
+        total=iters,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        disable=not (loop.progress and rt.main),
+        leave=False,
+        dynamic_ncols=True,
+    )
+    oracle: dict[str, list[float]] = {}
+    for it, (im_q, im_k, labels) in enumerate(loop.loader):
+        lr = cosine_lr(loop.base_lr, epoch + it / iters, cfg.epochs)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        im_q = im_q.to(rt.device, non_blocking=True)
+        im_k = im_k.to(rt.device, non_blocking=True)
+        if rt.device.type == "cuda":
+            im_q = im_q.contiguous(memory_format=torch.channels_last)
+            im_k = im_k.contiguous(memory_format=torch.channels_last)
+        analyse = it % cfg.log_every == 0 or it == iters - 1
+        with _autocast(rt):
+            loss, stats = net(im_q, im_k, labels.to(rt.device), mochi=mixing, analyse=analyse)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        losses += loss.detach()
+        bar.update(1)
+        if analyse:
+            now = time.perf_counter()
+            n_img = (it - last_it) * cfg.batch_size
+            rec = {
+                "event": "step",
+                "epoch": epoch,
+                "step": step + it,
+                "loss": float(loss.detach()),
+                "lr": lr,
+                "images_per_s": n_img / max(now - t_last, 1e-9),
+                "mixing": mixing is not None,
+                **stats,
+            }
+            for k, v in stats.items():
+                oracle.setdefault(k, []).append(v)
+            t_last, last_it = now, it
+            if rt.main:
+                _log(loop.log_path, rec)
+                bar.set_postfix(
+                    loss=f"{rec['loss']:.3f}", lr=f"{lr:.4f}", ips=f"{rec['images_per_s']:.0f}"
+                )
+        if loop.stop_after_steps is not None and step + it + 1 >= loop.stop_after_steps:
+            bar.close()
+            raise TrainingInterrupted(f"stopped after step {step + it + 1}")
+    bar.close()
+    if rt.world > 1:
+        dist.all_reduce(losses)
+        losses /= rt.world
+    elapsed = time.perf_counter() - t0
+    return {
+        "loss": float(losses) / iters,
+        "lr": lr,
+        "images_per_s": iters * cfg.batch_size / elapsed,
+        "time_s": elapsed,
+        "mixing": mixing is not None,
+        **{k: float(np.nanmean(v)) for k, v in oracle.items() if not all(map(math.isnan, v))},
+    }
+
+
+def _start_record(cfg, images, train_set, held, rt, model) -> dict[str, Any]:
+    return {
+        "event": "start",
+        "epoch": 0,
+        "config": cfg.to_dict(),
+        "data_root": str(images.root),
+        "n_images": len(images.paths),
+        "n_train": len(train_set.paths),
+        "n_heldout": 0 if held is None else len(held.paths),
+        "heldout_seed": cfg.seed,
+        "n_classes": len(images.classes),
+        "world_size": rt.world,
+        "device": str(rt.device),
+        "precision": str(rt.amp_dtype or "fp32"),
+        "arch": model.arch,
+        "feature_dim": model.feature_dim,
+        "torch": torch.__version__,
+        "cog_version": cog.__version__,
+    }
+
+
+def _checkpoint(cfg, model: MoCo, opt, scaler, epoch: int, rngs: list) -> dict[str, Any]:
+    """The public MoCo layout (`module.`-prefixed state_dict, `epoch` = next epoch, `arch`,
+    `optimizer`) plus what exact resumption needs."""
+    return {
+        "epoch": epoch,
+        "arch": model.arch,
+        "state_dict": {f"module.{k}": v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng_states": rngs,
+        "config": cfg.to_dict(),
+        "feature_dim": model.feature_dim,
+        "cog_version": cog.__version__,
+    }
+
+
+def _restore(path: Path, cfg: TrainConfig, rt: Runtime, model: MoCo, opt, scaler) -> int:
+    ckpt = load_checkpoint(path)
+    old = ckpt["config"]
+    changed = [k for k in STRUCTURAL if str(old.get(k)) != str(getattr(cfg, k))]
+    if changed:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {getattr(cfg, k)!r}" for k in changed)
+        raise CogError(
+            f"{path}: cannot resume with changed settings ({diffs}); use the original values "
+            "or a new --out"
+        )
+    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state)
+    opt.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    rngs = ckpt.get("rng_states") or []
+    if len(rngs) == rt.world:
+        _set_rng_state(rngs[rt.rank])
+    return int(ckpt["epoch"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the zoo card
+
+
+def mochi_card(cfg: TrainConfig, checkpoint: str | Path) -> dict[str, Any]:
+    """A `local` zoo card for a finished run: weights = `module.encoder_q.*` minus the head."""
+    checkpoint = Path(checkpoint).resolve()
+    ckpt = load_checkpoint(checkpoint)
+    lib, name = parse_arch(ckpt["arch"])
+    mochi = cfg.mochi_params()
+    return {
+        "name": cfg.name,
+        "group": "local",
+        "arch": f"{lib}:{name}",
+        "checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
+        "converter": "moco",
+        "feature_dim": int(ckpt["feature_dim"]),
+        "preprocess": {
+            "resize": cfg.eval_size,
+            "crop": cfg.eval_size,
+            "interpolation": "bicubic",
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "channel_order": "RGB",
+        },
+        "description": (
+            f"MoCo-v2 + MoCHi({mochi})" if mochi else "MoCo-v2 (no hard negative mixing)"
+        )
+        + f", {ckpt['epoch']} epochs on {cfg.data}, trained here by cog-train-mochi",
+        "training": {**cfg.to_dict(), "epochs_trained": int(ckpt["epoch"])},
+    }
