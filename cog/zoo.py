@@ -962,6 +962,10 @@ class Backbone(nn.Module):
             f = self.projection(f).float()
         return f.flatten(1)
 
+    def train(self, mode: bool = True) -> Backbone:
+        """Always eval: a frozen extractor never updates BN statistics or applies dropout."""
+        return super().train(False)
+
     def extra_repr(self) -> str:
         return f"model={self.card.name!r}, feature_dim={self.feature_dim}"
 
