@@ -324,15 +324,18 @@ class MoCo(nn.Module):
         with torch.no_grad():
             self.momentum_update()
             k = self._keys(im_k)
-        queue = self.queue.clone().detach()
-        neg = q @ queue
-        mix = None
-        if mochi is not None and (mochi.n_synth or mochi.n_query_mix):
-            mix = hard_negative_mix(q, queue, mochi, neg_logits=neg)
-        synthetic = mix.points if mix is not None else None
-        logits = infonce_logits(q, k, neg, self.temperature, synthetic)
-        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        loss = F.cross_entropy(logits, target)
+        queue = self.queue.clone().detach()  # the enqueue below must not alter saved tensors
+        # similarities, the top-N selection and the loss in float32, also under autocast:
+        # bf16 logits at tau = 0.2 would tie many of the hardest negatives
+        with torch.autocast(q.device.type, enabled=False):
+            neg = q @ queue
+            mix = None
+            if mochi is not None and (mochi.n_synth or mochi.n_query_mix):
+                mix = hard_negative_mix(q, queue, mochi, neg_logits=neg)
+            synthetic = mix.points if mix is not None else None
+            logits = infonce_logits(q, k, neg, self.temperature, synthetic)
+            target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+            loss = F.cross_entropy(logits, target)
         stats: dict[str, float] = {}
         if analyse:
             stats = self._oracle(q, logits, neg, labels, mix)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -485,7 +486,14 @@ def train(
     net: nn.Module = model
     if rt.world > 1:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        # the queue is updated identically everywhere: never re-broadcast it each step
+        quiet = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers"
+            in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+            else {"broadcast_buffers": False}
+        )
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, **quiet)
 
     if rt.main:
         out.mkdir(parents=True, exist_ok=True)

@@ -96,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    cfg.data = str(Path(cfg.data).expanduser().resolve())  # the card must work from anywhere
+    if cfg.out:
+        cfg.out = str(Path(cfg.out).expanduser().resolve())
+    return cfg
 
 
 def _check_name_free(cfg: TrainConfig, overwrite: bool) -> None:
