@@ -102,6 +102,9 @@ class TrainConfig:
             (0 <= self.key_momentum < 1, "--key-momentum must be in [0, 1)"),
             (self.temperature > 0, "--temperature must be positive"),
             (self.holdout >= 0 and self.mochi_warmup >= 0, "--holdout/--mochi-warmup >= 0"),
+            (self.eval_every >= 1 and self.log_every >= 1, "--eval-every/--log-every >= 1"),
+            (self.workers >= 0 and self.eval_size >= 16, "--workers >= 0, --eval-size >= 16"),
+            (self.lr > 0 and self.dim >= 1 and self.queue >= 1, "--lr, --dim, --queue > 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -424,14 +427,13 @@ def resolve_arch(arch: str) -> str:
         card = zoo.get_card(arch)
     except CogError:
         return f"{lib}:{name}"  # build_encoder names close timm matches
-    return _card_arch(card.to_dict())
-
-
-def _card_arch(card: dict[str, Any]) -> str:
-    arch = card.get("arch")
-    if isinstance(arch, dict):
-        return f"{arch.get('library', 'timm')}:{arch['name']}"
-    return str(arch)
+    if card.arch is None or card.arch.source not in ("timm", "torchvision"):
+        source = "a composite card" if card.arch is None else f"cog.archs ({card.arch.name})"
+        raise CogError(
+            f"--arch {arch}: zoo model {card.name} is built from {source}, which the trainer "
+            "cannot build; pass a timm or torchvision architecture (e.g. --arch resnet50)"
+        )
+    return f"{card.arch.source}:{card.arch.name}"
 
 
 def train(
@@ -501,6 +503,7 @@ def train(
             json.dump(cfg.to_dict(), f, indent=2)
         if start_epoch:
             _trim_log(log_path, start_epoch)
+            _log(log_path, {"event": "resume", "epoch": start_epoch, "world_size": rt.world})
         else:
             log_path.unlink(missing_ok=True)
             _log(log_path, _start_record(cfg, images, train_set, held, rt, model))
@@ -516,7 +519,7 @@ def train(
         num_workers=cfg.workers,
         pin_memory=rt.device.type == "cuda",
         drop_last=True,
-        persistent_workers=False,
+        persistent_workers=False,  # fresh worker seeds each epoch: resumption stays exact
     )
     held_loader = None
     if held is not None and rt.main:

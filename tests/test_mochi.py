@@ -374,6 +374,9 @@ def test_checkpoint_to_card_to_zoo_features(trained, tmp_path, monkeypatch):
     assert card["training"]["mochi"] == "8,8,4" and card["feature_dim"] == 96
     path = zoo.register_card(card)
     assert path.is_file() and path.parent == tmp_path / "home" / "models"
+    from cog.train import resolve_arch
+
+    assert resolve_arch(cfg.name) == f"timm:{ARCH}"  # --arch NAME: that model's architecture
     backbone = zoo.load(cfg.name)
     assert backbone.feature_dim == 96 and backbone.weights_sha256 == card["checkpoint"]["sha256"]
     from PIL import Image
