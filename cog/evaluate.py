@@ -36,6 +36,7 @@ from cog.leaderboard import (
     dataset_order,
     leaderboard_model_name,
     make_row,
+    read_leaderboard,
     update_leaderboard,
 )
 
@@ -508,6 +509,7 @@ class Evaluator:
     def run(self) -> list[dict]:
         """Prepare, run every (dataset, setting) and update the leaderboard; the run records."""
         t0 = time.perf_counter()
+        read_leaderboard(self.out / "leaderboard.csv")  # a broken file fails now, not at the end
         pairs = self.prepare()
         try:
             self._run_all(pairs)

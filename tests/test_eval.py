@@ -472,6 +472,13 @@ def test_bad_inputs_exit_2_and_leave_the_leaderboard_untouched(prepared, capsys)
     with h5py.File(cp(model, "in1k", "train", prepared.cache), "a") as f:
         f["features"][4, 1] = np.inf
     _bad(prepared, capsys, ["--random-init"], r"in1k_train\.h5: feature row 4 .*NaN or inf")
+    # a leaderboard that is not one: refused before any work, left as it was
+    other = prepared.tmp / "other"
+    other.mkdir()
+    (other / "leaderboard.csv").write_text("a,b\n1,2\n")
+    assert main([*prepared.args, "--random-init", "--out", str(other)]) == 2
+    assert "missing leaderboard column" in capsys.readouterr().err
+    assert (other / "leaderboard.csv").read_text() == "a,b\n1,2\n" and not (other / "runs").exists()
     # missing roots: a root that does not exist, and a root needed for a missing cache
     _bad(
         prepared,
