@@ -137,7 +137,7 @@ def main() -> None:
     shots = tuple(int(s) for s in args.shots.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        os.environ.setdefault("COG_HOME", str(work / "home"))
+        os.environ["COG_HOME"] = str(work / "home")  # zoo cards and caches stay in `work`
         data = make_data(work, args.classes, args.train, args.test)
         if args.tiny:
             args.model = register_tiny()
