@@ -8,7 +8,8 @@ paper calls small), plus the time of the mixing alone.
 A step is what `cog-train-mochi` does per batch once the images are decoded: query and key
 encoders, momentum update, logits (plus top-N selection and s + s' mixes for MoCHi),
 backward, SGD, enqueue. Data loading is left out (it is the same for both). Modes are timed
-in interleaved rounds so that load on a shared machine hits them alike; medians are reported.
+in interleaved rounds (the order rotating each round) so that load on a shared machine hits
+them alike; medians are reported.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def main() -> None:
     for s in settings:
         for _ in range(args.warmup):
             step(s)
-    for _ in range(args.rounds):
-        for s in settings:
+    for r in range(args.rounds):
+        for s in settings[r % len(settings) :] + settings[: r % len(settings)]:  # rotate order
             for _ in range(args.steps):
                 _sync(device)
                 t = time.perf_counter()
