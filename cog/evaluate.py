@@ -39,11 +39,12 @@ from cog.leaderboard import (
     read_leaderboard,
     update_leaderboard,
 )
+from cog.probe import FEW_SHOT_N, SEEDS
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "test")
-DEFAULT_SEEDS = (22, 37, 45, 77, 93)  # == cog.probe.SEEDS (protocol section 4)
-DEFAULT_SHOTS = (1, 2, 4, 8, 16, 32, 64, 128)  # == cog.probe.FEW_SHOT_N
+DEFAULT_SEEDS = SEEDS  # protocol section 4
+DEFAULT_SHOTS = FEW_SHOT_N
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
 PAIR_SEED = 0  # alignment/uniformity pair sample
@@ -111,7 +112,7 @@ class Split:
     classes: list[str]
     labels: np.ndarray
     attrs: dict
-    failed: int
+    failed: list[tuple[str, str]]  # (path, reason) of images that could not be decoded
     features: object = field(repr=False, default=None)  # the FeatureSet (lazy HDF5)
 
     def record(self) -> dict:
@@ -124,7 +125,8 @@ class Split:
             "feature_dim": int(self.features.features.shape[1])
             if self.features is not None
             else None,
-            "failed_images": self.failed,
+            "failed_images": len(self.failed),
+            "failed_examples": [list(f) for f in self.failed[:10]],
             "dtype": self.attrs.get("dtype"),
             "mode": self.attrs.get("mode"),
         }
@@ -242,8 +244,6 @@ def open_split(path: Path, dataset: str, split: str) -> Split:
     from cog.features import open_features
 
     fs = open_features(path)
-    failed = fs.failed
-    n_failed = len(failed) if failed is not None else 0
     return Split(
         dataset=dataset,
         split=split,
@@ -251,7 +251,7 @@ def open_split(path: Path, dataset: str, split: str) -> Split:
         classes=[str(c) for c in fs.classes],
         labels=np.asarray(fs.labels, dtype=np.int64),
         attrs=dict(fs.attrs),
-        failed=n_failed,
+        failed=list(fs.failed or []),
         features=fs,
     )
 
@@ -469,7 +469,7 @@ class Evaluator:
             raise
         if sp.failed:
             print(
-                f"warning: {sp.path}: {sp.failed} image(s) could not be decoded and are not "
+                f"warning: {sp.path}: {len(sp.failed)} image(s) could not be decoded and are not "
                 "in the features (listed in its failed_paths)",
                 file=sys.stderr,
             )

@@ -112,7 +112,7 @@ def _split(labels, classes=("n01", "n02", "n03"), split="train", X=None, sha="ab
         classes=list(classes),
         labels=labels,
         attrs={"weights_sha256": sha, "model": "m", "images_sha256": "i" + split},
-        failed=0,
+        failed=[],
         features=FakeFeatures(X, [f"p{i}.JPEG" for i in range(len(labels))]),
     )
 
@@ -224,7 +224,9 @@ CLASSES = {
 DIM = 8
 
 
-def write_cache(path, dataset, split, *, classes=None, per_class=6, sha="random-init", seed=0):
+def write_cache(
+    path, dataset, split, *, classes=None, per_class=6, sha="random-init", seed=0, failed=()
+):
     import h5py
 
     classes = CLASSES[dataset] if classes is None else classes
@@ -239,8 +241,8 @@ def write_cache(path, dataset, split, *, classes=None, per_class=6, sha="random-
         f["labels"] = y.astype(np.int64)
         f["paths"] = np.array(paths, dtype=object).astype("S")
         f["classes"] = np.array(classes, dtype="S")
-        f["failed_paths"] = np.array([], dtype="S1")
-        f["failed_reasons"] = np.array([], dtype="S1")
+        f["failed_paths"] = np.array([p for p, _ in failed] or [], dtype="S")
+        f["failed_reasons"] = np.array([r for _, r in failed] or [], dtype="S")
         attrs = dict(
             model="tiny-cnn",
             weights_sha256=sha,
@@ -690,3 +692,17 @@ def test_reference_protocol_rows_and_files(prepared, monkeypatch):
         ["alignment", "-"],
         ["uniformity", "-"],
     ]
+
+
+def test_undecodable_images_are_reported(prepared, capsys):
+    bad = [("n10000002/n10000002_9.JPEG", "cannot identify image file")]
+    cp = prepared.cache_path("tiny-cnn", "cog_l1", "train", prepared.cache)
+    write_cache(cp, "cog_l1", "train", failed=bad)
+    assert main([*prepared.args, "--random-init", "--datasets", "cog_l1", "--no-knn"]) == 0
+    assert "cog_l1_train.h5: 1 image(s) could not be decoded" in capsys.readouterr().err
+    rec = json.loads(
+        (prepared.out / "runs" / "tiny-cnn+random-init" / "cog_l1_all_fast.json").read_text()
+    )
+    assert rec["data"]["train"]["failed_images"] == 1
+    assert rec["data"]["train"]["failed_examples"] == [list(bad[0])]
+    assert rec["data"]["test"]["failed_images"] == 0
