@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -561,6 +562,15 @@ def train(
     return final
 
 
+def _batches(loader: DataLoader) -> Iterator:
+    """The loader's batches; a CogError from a worker keeps its one-line message."""
+    try:
+        yield from loader
+    except CogError as e:
+        lines = [ln for ln in str(e).splitlines() if ln.strip()]
+        raise CogError(lines[-1].removeprefix("cog.CogError: ") if lines else str(e)) from None
+
+
 @dataclass
 class _Loop:
     """What every epoch of a run shares."""
@@ -595,7 +605,7 @@ def _train_epoch(loop: _Loop, epoch: int, mixing: MochiParams | None, step: int)
         dynamic_ncols=True,
     )
     oracle: dict[str, list[float]] = {}
-    for it, (im_q, im_k, labels) in enumerate(loop.loader):
+    for it, (im_q, im_k, labels) in enumerate(_batches(loop.loader)):
         lr = cosine_lr(loop.base_lr, epoch + it / iters, cfg.epochs)
         for g in opt.param_groups:
             g["lr"] = lr

@@ -354,6 +354,21 @@ def test_bad_data_is_named(tmp_path):
         load_rgb(flat / "x.jpg")
 
 
+def test_undecodable_image_stops_training_with_its_path(tmp_path):
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (40, 40), (60 * i, 90, 30)).save(tmp_path / "d" / c / f"{i}.jpg")
+    (tmp_path / "d" / "b" / "3.jpg").write_bytes(b"\xff\xd8 truncated")
+    cfg = config(tmp_path / "d", tmp_path / "out", epochs=1, holdout=0, workers=1, mochi="off")
+    with pytest.raises(CogError) as err:
+        train(cfg, progress=False)
+    assert str(err.value).startswith(f"{tmp_path / 'd' / 'b' / '3.jpg'}: cannot decode")
+    assert "Traceback" not in str(err.value)
+
+
 # ----------------------------------------------------------------------------- zoo and CLI
 
 
