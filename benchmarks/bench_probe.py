@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import tempfile
@@ -33,7 +34,14 @@ import numpy as np
 import torch
 
 from cog.metrics import knn_scores
-from cog.probe import LogRegProbe, peak_memory, resolve_device
+from cog.probe import (
+    FeatureStore,
+    LogRegProbe,
+    _Objective,
+    load_features,
+    peak_memory,
+    resolve_device,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -109,7 +117,9 @@ class Generator:
             f["labels"] = y
 
 
-def run_probe(protocol: str, Xtr, ytr, Xte, yte, seed: int, device: str, **kw) -> dict:
+def run_probe(protocol: str, data: tuple, seed: int, device: str, **kw) -> dict:
+    """Fit on data[:2], score on data[2:]; the probe's timings, memory and choices."""
+    Xtr, ytr, Xte, yte = data
     t = time.perf_counter()
     p = LogRegProbe(protocol=protocol, seed=seed, device=device, **kw).fit(Xtr, ytr)
     fit_s = time.perf_counter() - t
@@ -136,7 +146,7 @@ def compare(name: str, Xtr, ytr, Xte, yte, args, extra: dict | None = None) -> d
         "classes": len(np.unique(ytr)),
         **(extra or {}),
     }
-    row["fast"] = run_probe("fast", Xtr, ytr, Xte, yte, args.seed, args.device)
+    row["fast"] = run_probe("fast", (Xtr, ytr, Xte, yte), args.seed, args.device)
     print(
         json.dumps({"set": name, "fast": row["fast"]["top1"], "s": row["fast"]["fit_s"]}),
         flush=True,
@@ -144,10 +154,7 @@ def compare(name: str, Xtr, ytr, Xte, yte, args, extra: dict | None = None) -> d
     if not args.skip_reference:
         row["reference"] = run_probe(
             "reference",
-            Xtr,
-            ytr,
-            Xte,
-            yte,
+            (Xtr, ytr, Xte, yte),
             args.seed,
             args.device,
             n_trials=args.trials,
@@ -197,7 +204,7 @@ def level(args) -> dict:
     with h5py.File(workdir / "train.h5", "r") as ftr, h5py.File(workdir / "test.h5", "r") as fte:
         Xtr, ytr, Xte, yte = ftr["features"], ftr["labels"][()], fte["features"], fte["labels"][()]
         out["n_train"], out["n_test"] = len(ytr), len(yte)
-        out["fast"] = run_probe("fast", Xtr, ytr, Xte, yte, args.seed, dev, verbose=args.verbose)
+        out["fast"] = run_probe("fast", (Xtr, ytr, Xte, yte), args.seed, dev, verbose=args.verbose)
         print(json.dumps({"fast": out["fast"]}), flush=True)
         t = time.perf_counter()
         out["knn"] = knn_scores(Xtr, ytr, Xte, yte, device=dev)
@@ -206,19 +213,19 @@ def level(args) -> dict:
         if not args.skip_reference and args.level_ref_trials > 0:
             ref = run_probe(
                 "reference",
-                Xtr,
-                ytr,
-                Xte,
-                yte,
+                (Xtr, ytr, Xte, yte),
                 args.seed,
                 dev,
                 n_trials=args.level_ref_trials,
                 epochs=args.epochs,
                 verbose=args.verbose,
             )
-            t = ref["timings"]
+            # 30 trials of 100 epochs and the 100-epoch refit, from the measured per-epoch costs
+            t, scale = ref["timings"], 100 / args.epochs
             per_trial = t["tune_s"] / args.level_ref_trials
-            ref["full_30_trials_estimated_s"] = round(30 * per_trial + t["refit_s"] + t["load_s"])
+            ref["full_30_trials_estimated_s"] = round(
+                (30 * per_trial + t["refit_s"]) * scale + t["load_s"]
+            )
             out["reference_few_trials"] = ref
             out["time_ratio_vs_30_trials_estimated"] = round(
                 ref["full_30_trials_estimated_s"] / out["fast"]["fit_s"], 1
@@ -227,6 +234,61 @@ def level(args) -> dict:
                 out["fast"]["top1"] - ref["top1"], 4
             )
     out["peak_memory"] = peak_memory(torch.device(dev))
+    return out
+
+
+def _write(spec: SetSpec, device: str, path: Path, per: int) -> None:
+    Generator(spec, device=device).write_h5(path, per, 1)
+
+
+def memory_check(args) -> dict:
+    """Peak memory of the fast probe's data path on an ImageNet-1K-sized HDF5 cache.
+
+    Streams the file into the feature store (float16 when float32 would not fit), computes the
+    standardisation statistics and one full-batch loss and gradient over every row (the
+    solver's largest working set; each L-BFGS evaluation repeats it), then scores 50k rows.
+    """
+    dev = resolve_device(args.device)
+    per = -(-args.memory_rows // args.memory_classes)
+    spec = SetSpec("in1k-sized", args.memory_classes, per, 50, 2048, 5.0, superclasses=50)
+    workdir = Path(args.level_dir or tempfile.mkdtemp(prefix="cog-bench-memory-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"train_{spec.classes}x{per}.h5"
+    if not path.exists():  # written by a child process, so its memory is not counted here
+        ctx = multiprocessing.get_context("spawn")
+        child = ctx.Process(target=_write, args=(spec, str(dev), path, per))
+        child.start()
+        child.join()
+    out = {
+        "set": spec.name,
+        "rows": spec.classes * per,
+        "dim": spec.dim,
+        "classes": spec.classes,
+        "file_bytes": path.stat().st_size,
+        "rss_before_bytes": peak_memory()["cpu_peak_rss_bytes"],
+    }
+    t = time.perf_counter()
+    with h5py.File(path, "r") as f:
+        store = load_features(f["features"], dev, args.storage_dtype)
+        y = torch.as_tensor(f["labels"][()], device=dev)
+    out["load_s"] = round(time.perf_counter() - t, 1)
+    out["storage_dtype"] = str(store.data.dtype).replace("torch.", "")
+    out["store_bytes"] = store.data.numel() * store.data.element_size()
+    idx = torch.arange(store.n, device=dev)
+    mu, inv = store.stats(idx)
+    W = torch.zeros((spec.classes, spec.dim), device=dev)
+    b = torch.zeros(spec.classes, device=dev)
+    t = time.perf_counter()
+    loss, _, _ = _Objective(store, idx, y, mu, inv)(W, b)
+    out["loss_and_gradient_s"] = round(time.perf_counter() - t, 1)
+    out["loss_at_zero"] = loss
+    probe = LogRegProbe(device=str(dev))
+    probe.classes_ = np.arange(spec.classes)
+    probe.coef_, probe.intercept_ = W, b
+    probe.n_features_in_ = spec.dim
+    probe.predict(FeatureStore(store.data[:50_000], "first 50k rows"))
+    out["peak_memory"] = peak_memory(dev)
+    print(json.dumps(out), flush=True)
     return out
 
 
@@ -245,6 +307,10 @@ def main() -> None:
     p.add_argument("--level-dir", type=Path, help="where the level's HDF5 files go (reused)")
     p.add_argument("--level-train-per-class", type=int, default=732)
     p.add_argument("--level-ref-trials", type=int, default=2)
+    p.add_argument("--memory-check", action="store_true", help="peak memory, IN-1K-sized file")
+    p.add_argument("--memory-rows", type=int, default=1_281_167)
+    p.add_argument("--memory-classes", type=int, default=1000)
+    p.add_argument("--storage-dtype", default="auto", help="feature store dtype (memory check)")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
@@ -253,7 +319,9 @@ def main() -> None:
 
     warm_up(args.device)
     rows = []
-    if args.level:
+    if args.memory_check:
+        rows.append(memory_check(args))
+    elif args.level:
         rows.append(level(args))
     else:
         chosen = [s for s in SETS if args.sets is None or s.name in args.sets]
@@ -272,7 +340,8 @@ def main() -> None:
                     args.features.name, *read_h5(args.features), *read_h5(args.test_features), args
                 )
             )
-    out = args.out or HERE / "results" / ("probe_level.json" if args.level else "probe.json")
+    name = "probe_memory" if args.memory_check else "probe_level" if args.level else "probe"
+    out = args.out or HERE / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "machine": platform.machine(),

@@ -18,6 +18,7 @@ ImageNet-1K train (1.28M x 2048) fits a 24 GB machine or one GPU.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import time
@@ -264,9 +265,8 @@ class FeatureStore:
         s2 = torch.zeros_like(s1)
         n = 0
         for _, x in self.chunks(idx):
-            x = x.double()
-            s1 += x.sum(0)
-            s2 += (x * x).sum(0)
+            s1 += x.sum(0, dtype=torch.float64)
+            s2 += (x * x).sum(0, dtype=torch.float64)
             n += x.shape[0]
         mu = s1 / max(n, 1)
         var = (s2 / max(n, 1) - mu * mu).clamp_min(0)
@@ -387,6 +387,9 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         shrink only in tests.
     storage_dtype : "auto" (float32 when it fits, else float16), "float32", "float16",
         "bfloat16".
+    matmul_precision : torch float32 matmul precision while fitting: "auto" is "high" (TF32
+        on CUDA) for the fast protocol on a GPU and "highest" (true float32) otherwise, as the
+        authors' V100 runs had no TF32; "highest", "high" or "medium" force one.
     verbose : show tqdm progress.
 
     Fitted attributes: classes_, coef_ [C, D] and intercept_ [C] acting on L2-normalised
@@ -411,6 +414,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         batch_size: int = 1024,
         momentum: float = 0.9,
         storage_dtype: str = "auto",
+        matmul_precision: str = "auto",
         verbose: bool = False,
     ):
         self.protocol = protocol
@@ -428,6 +432,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.momentum = momentum
         self.storage_dtype = storage_dtype
+        self.matmul_precision = matmul_precision
         self.verbose = verbose
 
     # ---- fitting ---------------------------------------------------------------------
@@ -437,6 +442,11 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
             raise CogError(f"protocol {self.protocol!r} unknown; use one of {PROTOCOLS}")
         if self.n_shot is not None and (int(self.n_shot) != self.n_shot or self.n_shot < 1):
             raise CogError(f"n_shot must be a positive integer or None, got {self.n_shot!r}")
+        if self.matmul_precision not in ("auto", "highest", "high", "medium"):
+            raise CogError(
+                f"matmul_precision {self.matmul_precision!r} unknown; "
+                "use auto, highest, high or medium"
+            )
         for name in ("max_iter", "n_trials", "epochs", "batch_size", "history_size"):
             if int(getattr(self, name)) < 1:
                 raise CogError(f"{name} must be at least 1, got {getattr(self, name)!r}")
@@ -479,10 +489,11 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
             return torch.from_numpy(ix).to(dev)
 
         split = (rows(tr), rows(va), rows(final))
-        if self.protocol == "fast":
-            tune_s, refit_s = self._fit_fast(store, y_t, *split, n_classes)
-        else:
-            tune_s, refit_s = self._fit_reference(store, y_t, *split, n_classes)
+        with _matmul_precision(self._precision(dev)):
+            if self.protocol == "fast":
+                tune_s, refit_s = self._fit_fast(store, y_t, *split, n_classes)
+            else:
+                tune_s, refit_s = self._fit_reference(store, y_t, *split, n_classes)
         self.n_features_in_ = store.dim
         self.n_train_ = len(final)
         self.timings_ = {
@@ -495,6 +506,11 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         self.storage_dtype_ = str(store.data.dtype).replace("torch.", "")
         self.device_ = str(dev)
         return self
+
+    def _precision(self, dev: torch.device) -> str:
+        if self.matmul_precision != "auto":
+            return self.matmul_precision
+        return "high" if dev.type == "cuda" and self.protocol == "fast" else "highest"
 
     # fast: L-BFGS along an L2 path ------------------------------------------------------
 
@@ -628,7 +644,11 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         return t_tune, time.perf_counter() - t0 - t_tune
 
     def _sgd(self, store, idx, y_t, n_classes, lr0, wd, run):
-        """One linear layer, SGD with momentum, weight decay on all params, lagging cosine."""
+        """One linear layer, SGD with momentum, weight decay on all params, lagging cosine.
+
+        As in the authors' loop, a non-finite batch loss (SGD diverged) ends training before
+        that step, and the layer is scored as it stands.
+        """
         dev = store.device
         gen = torch.Generator().manual_seed(int(self.seed) * 1000 + int(run))
         with torch.random.fork_rng(devices=[]):
@@ -644,6 +664,8 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
             for a in range(0, n, self.batch_size):
                 rows = perm[a : a + self.batch_size]
                 loss = torch.nn.functional.cross_entropy(layer(store.data[rows].float()), y_t[rows])
+                if not torch.isfinite(loss):
+                    return layer.weight.detach().clone(), layer.bias.detach().clone()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -722,6 +744,17 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
 # --------------------------------------------------------------------------------------
 # fast solver internals
 # --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _matmul_precision(value: str) -> Iterator[None]:
+    """Set torch's float32 matmul precision for the block, then restore it."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(value)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def _effective(W, b, mu, inv):

@@ -28,8 +28,7 @@ def brute_knn(Xtr, ytr, Xte, k, T):
 def one_thread():
     """Tiny problems: one intra-op thread avoids waiting on busy cores (shared CI machine)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    yield torch.set_num_threads(1)
     torch.set_num_threads(before)
 
 

@@ -39,8 +39,7 @@ def blobs(n_classes=5, per=40, d=16, sep=3.0, seed=0, labels=None):
 def one_thread():
     """Tiny problems: one intra-op thread avoids waiting on busy cores (shared CI machine)."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
+    yield torch.set_num_threads(1)
     torch.set_num_threads(before)
 
 
