@@ -357,9 +357,9 @@ class ModelCard:
         d = _normalize(d)
         name = d.get("name")
         _check(
-            isinstance(name, str) and bool(re.fullmatch(r"[A-Za-z0-9][\w.\-]*", name or "")),
+            isinstance(name, str) and bool(re.fullmatch(r"[A-Za-z0-9][\w.\-+]*", name or "")),
             where,
-            f"`name` must be a word of letters, digits, '_', '-', '.'; got {name!r}",
+            f"`name` must be a word of letters, digits, '_', '-', '.', '+'; got {name!r}",
         )
         where = f"{where} [{name}]"
         group = d.get("group")

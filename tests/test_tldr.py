@@ -382,10 +382,6 @@ def home(trees, tmp_path, monkeypatch):
     pytest.importorskip("cog.extract")
     monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
     zoo.register_card(BASE_CARD)
-    try:
-        zoo.ModelCard.from_dict({**BASE_CARD, "name": f"{BASE}+tldr16"})
-    except CogError as e:  # pragma: no cover - depends on the zoo engineer's module
-        pytest.xfail(f"cog.zoo rejects the composite names docs/design.md prescribes: {e}")
     _, in1k, in21k, levels, splits = trees
     common = [
         "--in1k-root",

@@ -719,3 +719,22 @@ def test_read_checkpoint_formats(isolated):
         zoo.read_checkpoint(isolated / "cut.pth")
     with pytest.raises(CogError, match="no such checkpoint"):
         zoo.read_checkpoint(isolated / "absent.pth")
+
+
+PYCLS = [n for n in zoo.list_models() if "effnet" in zoo.get_card(n).arch.name]
+
+
+@pytest.mark.parametrize("name", PYCLS)
+def test_pycls_input_is_flipped_to_bgr_exactly_once(name):
+    """The card's transform and the architecture could each flip RGB->BGR; twice is RGB again."""
+    card = zoo.get_card(name)
+    arch_flips = card.arch.kwargs.get("flip_to_bgr", True)
+    assert len(PYCLS) == 2
+    assert (card.preprocess.channel_order == "BGR") + bool(arch_flips) == 1
+
+
+def test_composite_names_with_plus_are_valid(tmp_path, monkeypatch):
+    monkeypatch.setenv("COG_HOME", str(tmp_path))
+    card = zoo.get_card("sup_resnet50").to_dict()
+    card.update(name="sup_resnet50+pcaw64x", aliases=[])
+    zoo.ModelCard.from_dict(card)
