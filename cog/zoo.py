@@ -1021,7 +1021,12 @@ def load(
         if source is not None and source.kind == "hub":
             state = timm_hub_filter(net, state)
         load_strict(net, state, dataclasses.replace(card, converter=converter), str(path))
-    declared = getattr(net, "feature_dim", None) or getattr(net, "num_features", None)
+    # timm's pre-logits width (VGG's fc7: 4096) differs from num_features (its 512 channels)
+    declared = next(
+        (getattr(net, a) for a in ("feature_dim", "head_hidden_size", "num_features")
+         if isinstance(getattr(net, a, None), int)),
+        None,
+    )
     if card.feature_pool == "head" and isinstance(declared, int) and declared != card.feature_dim:
         raise CogError(
             f"{card.source_file}: feature.dim is {card.feature_dim} but {card.arch.source}:"

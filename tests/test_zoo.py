@@ -738,3 +738,10 @@ def test_composite_names_with_plus_are_valid(tmp_path, monkeypatch):
     card = zoo.get_card("sup_resnet50").to_dict()
     card.update(name="sup_resnet50+pcaw64x", aliases=[])
     zoo.ModelCard.from_dict(card)
+
+
+def test_vgg_fc7_width_passes_the_load_time_dimension_check():
+    """timm's VGG reports num_features=512 (conv channels) but its fc7 is 4096 wide."""
+    b = zoo.load("sup_vgg19", random_init=True)
+    with torch.inference_mode():
+        assert b(torch.zeros(1, 3, 224, 224)).shape == (1, 4096)
