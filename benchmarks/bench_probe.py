@@ -279,7 +279,7 @@ def memory_check(args) -> dict:
     W = torch.zeros((spec.classes, spec.dim), device=dev)
     b = torch.zeros(spec.classes, device=dev)
     t = time.perf_counter()
-    loss, _, _ = _Objective(store, idx, y, mu, inv)(W, b)
+    loss, _, _ = _Objective(store, idx, y, mu, inv, spec.classes)(W, b)
     out["loss_and_gradient_s"] = round(time.perf_counter() - t, 1)
     out["loss_at_zero"] = loss
     probe = LogRegProbe(device=str(dev))

@@ -8,8 +8,10 @@ training set (protocol.md section 4).
   parameter, batch 1024, 100 epochs, the lagging cosine schedule), Optuna TPE over
   lr in [0.1, 100] and wd in [1e-12, 1e-4], 30 trials, last-epoch score.
 * ``fast`` (default) solves the same convex multinomial logistic loss with full-batch
-  L-BFGS along a warm-started L2 regularisation path on standardised features; the path
-  is searched on the same validation split and stops once validation accuracy stops rising.
+  L-BFGS along a warm-started L2 regularisation path on standardised features, scored on
+  the same validation split; the path stops after `patience` points without a better
+  validation top-1, then the half-way points around the best are tried. On CUDA it uses
+  TF32 matmuls. benchmarks/bench_probe.py measures both protocols side by side.
 
 Features are streamed once, in chunks, from numpy arrays, memory maps or h5py datasets
 onto the device (float32 when they fit the memory budget, float16 otherwise), so
@@ -392,9 +394,10 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         authors' V100 runs had no TF32; "highest", "high" or "medium" force one.
     verbose : show tqdm progress.
 
-    Fitted attributes: classes_, coef_ [C, D] and intercept_ [C] acting on L2-normalised
-    features, best_params_, cv_results_ (one dict per trial / path point), timings_
-    (seconds), peak_memory_ (bytes), n_features_in_, n_train_.
+    Fitted attributes: classes_, coef_ [C, D] and intercept_ [C] (torch tensors on the fit
+    device) acting on L2-normalised features, best_params_, cv_results_ (one dict per
+    trial / path point), timings_ (seconds), peak_memory_ (bytes), n_features_in_, n_train_,
+    storage_dtype_, device_.
     """
 
     def __init__(
@@ -522,7 +525,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         mu, inv = store.stats(tr)
         W = torch.zeros((n_classes, store.dim), device=store.device)
         b = torch.zeros(n_classes, device=store.device)
-        tune = _Objective(store, tr, y_t, mu, inv)
+        tune = _Objective(store, tr, y_t, mu, inv, n_classes)
         # Tolerances are relative to the gradient at zero, so they do not depend on the
         # number of classes or the feature scale.
         gtol = self.tol * tune.max_grad(W, b)
@@ -579,7 +582,8 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         lam = best["l2"] * len(tr) / len(final)
         W.copy_(best_state[0])
         b.copy_(best_state[1])
-        refit = _Objective(store, final, y_t, mu, inv)
+        tune.dense = None  # frees its working copy before the refit builds one
+        refit = _Objective(store, final, y_t, mu, inv, n_classes)
         n_iter, n_eval = _lbfgs(refit, W, b, lam, self.max_iter, gtol, self.history_size)
         self.coef_, self.intercept_ = _effective(W, b, mu, inv)
         self.best_params_ = {
@@ -778,32 +782,67 @@ def _evaluate(store, idx, y_t, coef, icpt) -> tuple[float, float]:
 
 
 class _Objective:
-    """Mean cross-entropy of a linear layer on standardised rows `idx` (no penalty)."""
+    """Mean cross-entropy of a linear layer on standardised rows `idx` (no penalty).
 
-    def __init__(self, store, idx, y_t, mu, inv):
-        self.store, self.idx, self.y_t, self.mu, self.inv = store, idx, y_t, mu, inv
+    The gradient is p^T x minus the per-class sums of x, which are fixed, so they are
+    computed once. When a float32 copy of the standardised rows fits the memory budget it
+    is built once too; otherwise each evaluation gathers and standardises chunk by chunk.
+    """
+
+    def __init__(self, store, idx, y_t, mu, inv, n_classes):
+        self.store, self.idx, self.mu, self.inv = store, idx, mu, inv
+        self.n = len(idx)
+        self.y = y_t[idx]
+        dim = store.dim
+        self.class_sum = torch.zeros((n_classes, dim), device=store.device)
+        self.count = torch.bincount(self.y, minlength=n_classes).float()
+        dense = None
+        if _fits(self.n * dim * 4, store.device):
+            dense = torch.empty((self.n, dim), device=store.device)
+        for s, x in self._standardised_from_store():
+            self.class_sum.index_add_(0, self.y[s], x)
+            if dense is not None:
+                dense[s] = x
+        self.dense = dense
+
+    def _standardised_from_store(self):
+        for s, x in self.store.chunks(self.idx, width=len(self.count)):
+            yield s, (x - self.mu) * self.inv
+
+    def _chunks(self):
+        if self.dense is None:
+            yield from self._standardised_from_store()
+            return
+        step = self.store.chunk_rows(len(self.count))
+        for a in range(0, self.n, step):
+            s = slice(a, min(a + step, self.n))
+            yield s, self.dense[s]
 
     @torch.no_grad()
     def __call__(self, W, b) -> tuple[float, torch.Tensor, torch.Tensor]:
-        gW = torch.zeros_like(W)
-        gb = torch.zeros_like(b)
+        gW = -self.class_sum
+        gb = -self.count
         loss = torch.zeros((), dtype=torch.float64, device=W.device)
-        for s, x in self.store.chunks(self.idx, width=W.shape[0]):
-            x = (x - self.mu) * self.inv
+        for s, x in self._chunks():
             z = torch.addmm(b, x, W.T)
             lse = torch.logsumexp(z, 1)
-            yc = self.y_t[self.idx[s]]
-            loss += (lse - z.gather(1, yc[:, None]).squeeze(1)).double().sum()
-            p = torch.exp(z - lse[:, None])
-            p[torch.arange(len(yc), device=p.device), yc] -= 1.0
+            loss += (lse - z.gather(1, self.y[s, None]).squeeze(1)).sum(dtype=torch.float64)
+            p = torch.exp_(z.sub_(lse[:, None]))
             gW.addmm_(p.T, x)
             gb += p.sum(0)
-        n = len(self.idx)
-        return float(loss) / n, gW / n, gb / n
+        return float(loss) / self.n, gW / self.n, gb / self.n
 
     def max_grad(self, W, b) -> float:
         _, gW, gb = self(W, b)
         return max(float(gW.abs().max()), float(gb.abs().max()), 1e-12)
+
+
+def _fits(nbytes: int, device: torch.device) -> bool:
+    """Whether an extra working copy of `nbytes` leaves ample room on `device`."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return nbytes <= free // 3
+    return nbytes <= min(_memory_available() // 4, 4 << 30)
 
 
 def _lbfgs(obj, W, b, lam, max_iter, gtol, history_size) -> tuple[int, int]:

@@ -194,6 +194,7 @@ def test_h5py_streaming_matches_memory(tmp_path, data, monkeypatch):
         f["features"] = Xtr
     mem = LogRegProbe(device="cpu", l2_grid=[1e-2, 1e-3]).fit(Xtr, ytr)
     monkeypatch.setattr(probe, "CHUNK_BYTES", 16 * 4 * 7)  # force many small chunks
+    monkeypatch.setattr(probe, "_fits", lambda *a: False)  # and no in-memory working copy
     with h5py.File(path, "r") as f:
         disk = LogRegProbe(device="cpu", l2_grid=[1e-2, 1e-3]).fit(f["features"], ytr)
     torch.testing.assert_close(disk.coef_, mem.coef_, atol=1e-3, rtol=1e-3)
@@ -229,3 +230,21 @@ def test_bad_inputs(data, fast_fit, tmp_path):
         fast_fit.score(Xte[yte < 4], yte[yte < 4])
     with pytest.raises(CogError, match=r"never seen in training: class 9"):
         fast_fit.score(Xte, np.where(yte == 4, 9, yte))
+
+
+def test_storage_falls_back_to_float16_when_float32_would_not_fit(data, monkeypatch):
+    Xtr = data[0]
+    assert probe.load_features(Xtr, "cpu").data.dtype == torch.float32
+    monkeypatch.setattr(probe, "_memory_available", lambda: Xtr.size * 4 * 2)  # budget: 1/3
+    store = probe.load_features(Xtr, "cpu")
+    assert store.data.dtype == torch.float16
+    np.testing.assert_allclose(store.data.float().norm(dim=1).numpy(), 1, atol=1e-3)
+
+
+def test_matmul_precision_is_restored(data):
+    Xtr, ytr, _, _ = data
+    before = torch.get_float32_matmul_precision()
+    LogRegProbe(device="cpu", l2_grid=SHORT, matmul_precision="high").fit(Xtr, ytr)
+    assert torch.get_float32_matmul_precision() == before
+    with pytest.raises(CogError, match="matmul_precision"):
+        LogRegProbe(matmul_precision="tf32").fit(Xtr, ytr)
