@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -22,3 +23,24 @@ def friendly_errors(main: Callable[..., int]) -> Callable[..., int]:
             return 130
 
     return wrapper
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """argparse type for "1,2,4": a non-empty tuple of integers."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected integers separated by commas"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """argparse type for "a,b": a non-empty tuple of names."""
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one name")
+    return values

@@ -7,28 +7,9 @@ import argparse
 from pathlib import Path
 
 from cog import CogError
-from cog.cli import friendly_errors
+from cog.cli import friendly_errors, int_list, name_list
 from cog.evaluate import DEFAULT_SEEDS, DEFAULT_SHOTS, EvalConfig, evaluate
 from cog.leaderboard import PROTOCOLS, RANDOM_INIT_SUFFIX
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: expected integers separated by commas"
-        ) from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
-
-def _name_list(text: str) -> tuple[str, ...]:
-    values = tuple(v.strip() for v in text.split(",") if v.strip())
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one name")
-    return values
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,19 +36,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="feature cache (default $COG_HOME/features)")
     p.add_argument(
         "--datasets",
-        type=_name_list,
+        type=name_list,
         help="comma-separated subset of in1k,cog_l1,...,cog_l5 (default: all)",
     )
     p.add_argument("--few-shot", action="store_true", help="also run the few-shot probes")
     p.add_argument(
         "--shots",
-        type=_int_list,
+        type=int_list,
         default=DEFAULT_SHOTS,
         help="few-shot N (images per class), comma-separated (default: 1,2,4,...,128)",
     )
     p.add_argument(
         "--seeds",
-        type=_int_list,
+        type=int_list,
         default=DEFAULT_SEEDS,
         help="probe seeds, comma-separated (default: 22,37,45,77,93)",
     )

@@ -11,8 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cog.cli import friendly_errors
-from cog.cli.eval import _int_list, _name_list
+from cog.cli import friendly_errors, int_list, name_list
 from cog.tldr import DEFAULT_STUDY_DIMS, ENCODERS, METHODS, OPTIMIZERS, STUDY_METRICS
 
 
@@ -65,9 +64,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--out", type=Path, help="projection file (default $COG_HOME/projections/)")
     s = sub.add_parser("study", help="TLDR vs PCA-w at several d: top-1 per level, table, plot")
     _common(s)
-    s.add_argument("--dims", type=_int_list, default=DEFAULT_STUDY_DIMS, help="16,32,64,128,256")
-    s.add_argument("--methods", type=_name_list, default=METHODS, help="tldr,pcaw")
-    s.add_argument("--datasets", type=_name_list, help="default: in1k and every level")
+    s.add_argument("--dims", type=int_list, default=DEFAULT_STUDY_DIMS, help="16,32,64,128,256")
+    s.add_argument("--methods", type=name_list, default=METHODS, help="tldr,pcaw")
+    s.add_argument("--datasets", type=name_list, help="default: in1k and every level")
     s.add_argument(
         "--metric",
         choices=STUDY_METRICS,
@@ -89,7 +88,7 @@ def _params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     out = {k: getattr(args, k) for k in TLDR_FLAGS if getattr(args, k) is not None}
     if args.projector:
         spec = args.projector
-        out["projector"] = spec if spec.startswith("mlp-") else tuple(_int_list(spec))
+        out["projector"] = spec if spec.startswith("mlp-") else tuple(int_list(spec))
     if args.seed is not None:
         out["random_state"] = args.seed
     return out
