@@ -64,6 +64,8 @@ SETS = [
     SetSpec("medium-1000c-256d", 1000, 5, 5, 256, 6.0, superclasses=50),
     SetSpec("hard-300c-1024d", 300, 12, 10, 1024, 4.0, superclasses=30),
     SetSpec("many-100c-512d", 100, 200, 20, 512, 3.0),
+    # many SGD steps an epoch (49): the reference is not starved of updates here
+    SetSpec("long-10c-128d", 10, 5000, 500, 128, 1.5, superclasses=3),
 ]
 LEVEL = SetSpec("cog-level-1000c-2048d", 1000, 732, 50, 2048, 5.0, superclasses=50)
 
