@@ -16,6 +16,7 @@ if command -v apt-get >/dev/null 2>&1 && [ ! -f /usr/share/wordnet/data.noun ]; 
   fi
 fi
 
-$PY -m pip install -q -e ".[dev]"
+# faiss-cpu: approximate kNN for cog-tldr (--knn faiss); small, and its test then runs in CI
+$PY -m pip install -q -e ".[dev,faiss]"
 # Find WordNet 3.0 now (nltk data, nltk.download, Debian) so the first real run is quiet.
 $PY -m cog.wordnet
