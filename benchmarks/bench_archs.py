@@ -69,8 +69,10 @@ def main(argv: list[str] | None = None) -> dict:
         half, ips16 = _run(model, x, args.iters, fp16=True)
         cos = torch.nn.functional.cosine_similarity(full, half, dim=1)
         rows[name] = {
-            "input_size": size, "feature_dim": full.shape[1],
-            "images_per_s_fp32": round(ips32, 2), "images_per_s_fp16": round(ips16, 2),
+            "input_size": size,
+            "feature_dim": full.shape[1],
+            "images_per_s_fp32": round(ips32, 2),
+            "images_per_s_fp16": round(ips16, 2),
             "fp16_speedup": round(ips16 / ips32, 3),
             "fp16_min_cosine": round(float(cos.min()), 6),
             "fp16_max_rel_diff": float((full - half).abs().max() / full.abs().max()),
@@ -78,7 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(name, rows[name], flush=True)
     result = {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.node(),
-        "torch": torch.__version__, "batch": args.batch, "iters": args.iters, "archs": rows,
+        "torch": torch.__version__,
+        "batch": args.batch,
+        "iters": args.iters,
+        "archs": rows,
     }
     with atomic_write(args.out) as f:
         f.write(json.dumps(result, indent=2) + "\n")

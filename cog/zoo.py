@@ -1023,8 +1023,11 @@ def load(
         load_strict(net, state, dataclasses.replace(card, converter=converter), str(path))
     # timm's pre-logits width (VGG's fc7: 4096) differs from num_features (its 512 channels)
     declared = next(
-        (getattr(net, a) for a in ("feature_dim", "head_hidden_size", "num_features")
-         if isinstance(getattr(net, a, None), int)),
+        (
+            getattr(net, a)
+            for a in ("feature_dim", "head_hidden_size", "num_features")
+            if isinstance(getattr(net, a, None), int)
+        ),
         None,
     )
     if card.feature_pool == "head" and isinstance(declared, int) and declared != card.feature_dim:

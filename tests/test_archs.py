@@ -19,11 +19,23 @@ from cog.archs import ARCHS, CONVERTERS, DROPPED, FEATURE_DIMS, INPUT_SIZES, SPE
 from cog.archs.byol_resnet import SameConv2d, SameMaxPool2d, same_padding
 
 NAMES = [
-    "nat_m4", "t2t_vit_t_14", "pycls_effnet_b1", "pycls_effnet_b4", "byol_resnet50",
-    "simclrv2_resnet50", "clip_rn50",
+    "nat_m4",
+    "t2t_vit_t_14",
+    "pycls_effnet_b1",
+    "pycls_effnet_b4",
+    "byol_resnet50",
+    "simclrv2_resnet50",
+    "clip_rn50",
 ]
-DIMS = {"nat_m4": 1536, "t2t_vit_t_14": 384, "pycls_effnet_b1": 1280, "pycls_effnet_b4": 1792,
-        "byol_resnet50": 2048, "simclrv2_resnet50": 2048, "clip_rn50": 1024}
+DIMS = {
+    "nat_m4": 1536,
+    "t2t_vit_t_14": 384,
+    "pycls_effnet_b1": 1280,
+    "pycls_effnet_b4": 1792,
+    "byol_resnet50": 2048,
+    "simclrv2_resnet50": 2048,
+    "clip_rn50": 1024,
+}
 SIZES = {"pycls_effnet_b1": 240, "pycls_effnet_b4": 380}
 R50_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # planes, blocks, stride
 
@@ -179,8 +191,11 @@ def torchvision_r50_layout(tracked: bool) -> Layout:
     for li, (p, n, _) in enumerate(R50_STAGES, 1):
         for j in range(n):
             b = f"layer{li}.{j}"
-            for name, shape in (("conv1", (p, c_in, 1, 1)), ("conv2", (p, p, 3, 3)),
-                                ("conv3", (4 * p, p, 1, 1))):
+            for name, shape in (
+                ("conv1", (p, c_in, 1, 1)),
+                ("conv2", (p, p, 3, 3)),
+                ("conv3", (4 * p, p, 1, 1)),
+            ):
                 _with(lay, f"{b}.{name}.weight", f"{b}.{name}.weight", shape)
             for name, c in (("bn1", p), ("bn2", p), ("bn3", 4 * p)):
                 _bn(lay, f"{b}.{name}", f"{b}.{name}", c, tracked)
@@ -210,8 +225,12 @@ def separius_layout() -> Layout:
             _with(lay, f"{o}.net.4.weight", f"{t}.conv3.weight", (4 * p, p, 1, 1))
             _bn(lay, f"{o}.net.5.0", f"{t}.bn3", 4 * p)
             if j == 0:
-                _with(lay, f"{o}.projection.shortcut.weight", f"{t}.downsample.0.weight",
-                      (4 * p, c_in, 1, 1))
+                _with(
+                    lay,
+                    f"{o}.projection.shortcut.weight",
+                    f"{t}.downsample.0.weight",
+                    (4 * p, c_in, 1, 1),
+                )
                 _bn(lay, f"{o}.projection.bn.0", f"{t}.downsample.1", 4 * p)
             c_in = 4 * p
     _with(lay, "fc.weight", None, (1000, 2048))
@@ -234,20 +253,34 @@ def openai_clip_layout() -> Layout:
                 _with(lay, f"{o}.conv{i}.weight", f"{t}.{names[i]}.conv.weight", shape)
                 _bn(lay, f"{o}.bn{i}", f"{t}.{names[i]}.bn", shape[0])
             if j == 0:
-                _with(lay, f"{o}.downsample.0.weight", f"{t}.shortcut.conv.conv.weight",
-                      (4 * p, c_in, 1, 1))
+                _with(
+                    lay,
+                    f"{o}.downsample.0.weight",
+                    f"{t}.shortcut.conv.conv.weight",
+                    (4 * p, c_in, 1, 1),
+                )
                 _bn(lay, f"{o}.downsample.1", f"{t}.shortcut.conv.bn", 4 * p)
             c_in = 4 * p
     _with(lay, "visual.attnpool.positional_embedding", "net.head.pos_embed", (50, 2048))
-    for ours, theirs, out in (("q", "q_proj", 2048), ("k", "k_proj", 2048),
-                              ("v", "v_proj", 2048), ("proj", "c_proj", 1024)):
+    for ours, theirs, out in (
+        ("q", "q_proj", 2048),
+        ("k", "k_proj", 2048),
+        ("v", "v_proj", 2048),
+        ("proj", "c_proj", 1024),
+    ):
         _with(lay, f"visual.attnpool.{theirs}.weight", f"net.head.{ours}.weight", (out, 2048))
         _with(lay, f"visual.attnpool.{theirs}.bias", f"net.head.{ours}.bias", (out,))
-    for key, shape in (("positional_embedding", (77, 8)), ("text_projection", (8, 4)),
-                       ("logit_scale", ()), ("token_embedding.weight", (10, 8)),
-                       ("transformer.resblocks.0.attn.in_proj_weight", (24, 8)),
-                       ("ln_final.weight", (8,)), ("input_resolution", ()),
-                       ("context_length", ()), ("vocab_size", ())):
+    for key, shape in (
+        ("positional_embedding", (77, 8)),
+        ("text_projection", (8, 4)),
+        ("logit_scale", ()),
+        ("token_embedding.weight", (10, 8)),
+        ("transformer.resblocks.0.attn.in_proj_weight", (24, 8)),
+        ("ln_final.weight", (8,)),
+        ("input_resolution", ()),
+        ("context_length", ()),
+        ("vocab_size", ()),
+    ):
         _with(lay, key, None, shape)
     return lay
 
@@ -267,17 +300,23 @@ def materialize(layout: Layout, offset: float = 0.0, half_convs: bool = False) -
 
 LAYOUTS = {
     "nat_m4": (nat_layout, lambda sd: sd),
-    "t2t_vit_t_14": (t2t_layout, lambda sd: {"epoch": 309, "state_dict_ema": sd,
-                                             "optimizer": {}, "version": 2}),
-    "pycls_effnet_b1": (lambda: pycls_layout("b1"),
-                        lambda sd: {"epoch": 99, "model_state": sd, "optimizer_state": {},
-                                    "cfg": "MODEL: ..."}),
-    "pycls_effnet_b4": (lambda: pycls_layout("b4"),
-                        lambda sd: {"epoch": 99, "model_state": sd, "optimizer_state": {},
-                                    "cfg": "MODEL: ..."}),
+    "t2t_vit_t_14": (
+        t2t_layout,
+        lambda sd: {"epoch": 309, "state_dict_ema": sd, "optimizer": {}, "version": 2},
+    ),
+    "pycls_effnet_b1": (
+        lambda: pycls_layout("b1"),
+        lambda sd: {"epoch": 99, "model_state": sd, "optimizer_state": {}, "cfg": "MODEL: ..."},
+    ),
+    "pycls_effnet_b4": (
+        lambda: pycls_layout("b4"),
+        lambda sd: {"epoch": 99, "model_state": sd, "optimizer_state": {}, "cfg": "MODEL: ..."},
+    ),
     "byol_resnet50": (lambda: torchvision_r50_layout(tracked=False), lambda sd: sd),
-    "simclrv2_resnet50": (separius_layout,
-                          lambda sd: {"resnet": sd, "head": {"layers.0.weight": torch.ones(2, 2)}}),
+    "simclrv2_resnet50": (
+        separius_layout,
+        lambda sd: {"resnet": sd, "head": {"layers.0.weight": torch.ones(2, 2)}},
+    ),
     "clip_rn50": (openai_clip_layout, lambda sd: sd),
 }
 
@@ -378,7 +417,10 @@ def test_non_checkpoints_are_refused():
         (224, 7, 2, (2, 3)),  # ResNet stem: out 112, 5 extra pixels, odd one after
         (112, 3, 2, (0, 1)),  # max pool on an even map
         (113, 3, 2, (1, 1)),  # odd map: symmetric
-        (5, 3, 2, (1, 1)), (6, 3, 2, (0, 1)), (7, 1, 2, (0, 0)), (8, 3, 1, (1, 1)),
+        (5, 3, 2, (1, 1)),
+        (6, 3, 2, (0, 1)),
+        (7, 1, 2, (0, 0)),
+        (8, 3, 1, (1, 1)),
     ],
 )
 def test_same_padding_matches_tensorflow(size, kernel, stride, pads):
@@ -423,8 +465,12 @@ def plausible(layout: Layout, seed: int = 0) -> dict[str, torch.Tensor]:
         if leaf == "num_batches_tracked":
             out[key] = torch.tensor(0)
         elif prefix in bns:
-            out[key] = {"weight": 1 + 0.1 * r, "bias": 0.01 * r, "running_mean": 0.01 * r,
-                        "running_var": 1 + 0.1 * r.abs()}[leaf]
+            out[key] = {
+                "weight": 1 + 0.1 * r,
+                "bias": 0.01 * r,
+                "running_mean": 0.01 * r,
+                "running_var": 1 + 0.1 * r.abs(),
+            }[leaf]
         elif len(shape) < 2:
             out[key] = 0.1 * r
         else:
@@ -433,8 +479,16 @@ def plausible(layout: Layout, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def _bnf(x: torch.Tensor, sd: dict, p: str) -> torch.Tensor:
-    return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"], sd[f"{p}.weight"],
-                        sd[f"{p}.bias"], False, 0.0, 1e-5)
+    return F.batch_norm(
+        x,
+        sd[f"{p}.running_mean"],
+        sd[f"{p}.running_var"],
+        sd[f"{p}.weight"],
+        sd[f"{p}.bias"],
+        False,
+        0.0,
+        1e-5,
+    )
 
 
 def _loaded(name: str, sd: dict, wrap=lambda s: s) -> torch.nn.Module:
@@ -459,8 +513,13 @@ def _check_same_function(model, reference, size: int, flip: bool = False) -> Non
 def openai_clip_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
     """clip/model.py ModifiedResNet + AttentionPool2d, written against the OpenAI keys."""
     for i in (1, 2, 3):
-        x = F.relu(_bnf(F.conv2d(x, sd[f"visual.conv{i}.weight"], stride=2 if i == 1 else 1,
-                                 padding=1), sd, f"visual.bn{i}"))
+        x = F.relu(
+            _bnf(
+                F.conv2d(x, sd[f"visual.conv{i}.weight"], stride=2 if i == 1 else 1, padding=1),
+                sd,
+                f"visual.bn{i}",
+            )
+        )
     x = F.avg_pool2d(x, 2)
     for s, (_, n, stride) in enumerate(R50_STAGES, 1):
         for j in range(n):
@@ -477,12 +536,24 @@ def openai_clip_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
     t = x.flatten(2).permute(2, 0, 1)  # (HW) N C
     t = torch.cat([t.mean(0, keepdim=True), t]) + sd[a + "positional_embedding"][:, None, :]
     out, _ = F.multi_head_attention_forward(
-        query=t[:1], key=t, value=t, embed_dim_to_check=t.shape[-1], num_heads=32,
-        q_proj_weight=sd[a + "q_proj.weight"], k_proj_weight=sd[a + "k_proj.weight"],
-        v_proj_weight=sd[a + "v_proj.weight"], in_proj_weight=None,
-        in_proj_bias=torch.cat([sd[a + f"{c}_proj.bias"] for c in "qkv"]), bias_k=None,
-        bias_v=None, add_zero_attn=False, dropout_p=0.0, out_proj_weight=sd[a + "c_proj.weight"],
-        out_proj_bias=sd[a + "c_proj.bias"], use_separate_proj_weight=True, training=False,
+        query=t[:1],
+        key=t,
+        value=t,
+        embed_dim_to_check=t.shape[-1],
+        num_heads=32,
+        q_proj_weight=sd[a + "q_proj.weight"],
+        k_proj_weight=sd[a + "k_proj.weight"],
+        v_proj_weight=sd[a + "v_proj.weight"],
+        in_proj_weight=None,
+        in_proj_bias=torch.cat([sd[a + f"{c}_proj.bias"] for c in "qkv"]),
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=sd[a + "c_proj.weight"],
+        out_proj_bias=sd[a + "c_proj.bias"],
+        use_separate_proj_weight=True,
+        training=False,
         need_weights=False,
     )
     return out.squeeze(0)
@@ -539,11 +610,17 @@ def separius_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
             p, st = f"net.{s}.blocks.{j}", stride if j == 0 else 1
             short = x
             if j == 0:
-                short = _bnf(F.conv2d(x, sd[f"{p}.projection.shortcut.weight"], stride=st), sd,
-                             f"{p}.projection.bn.0")
+                short = _bnf(
+                    F.conv2d(x, sd[f"{p}.projection.shortcut.weight"], stride=st),
+                    sd,
+                    f"{p}.projection.bn.0",
+                )
             out = F.relu(_bnf(F.conv2d(x, sd[f"{p}.net.0.weight"]), sd, f"{p}.net.1.0"))
-            out = F.relu(_bnf(F.conv2d(out, sd[f"{p}.net.2.weight"], stride=st, padding=1), sd,
-                              f"{p}.net.3.0"))
+            out = F.relu(
+                _bnf(
+                    F.conv2d(out, sd[f"{p}.net.2.weight"], stride=st, padding=1), sd, f"{p}.net.3.0"
+                )
+            )
             out = _bnf(F.conv2d(out, sd[f"{p}.net.4.weight"]), sd, f"{p}.net.5.0")
             x = F.relu(short + out)
     return x.mean((2, 3))
@@ -571,12 +648,18 @@ def byol_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
         for j in range(n):
             p, st = f"layer{s}.{j}", stride if j == 0 else 1
             out = F.relu(_bnf(F.conv2d(x, sd[f"{p}.conv1.weight"]), sd, f"{p}.bn1"))
-            out = F.relu(_bnf(F.conv2d(tf_pad(out, 3, st), sd[f"{p}.conv2.weight"], stride=st),
-                              sd, f"{p}.bn2"))
+            out = F.relu(
+                _bnf(
+                    F.conv2d(tf_pad(out, 3, st), sd[f"{p}.conv2.weight"], stride=st), sd, f"{p}.bn2"
+                )
+            )
             out = _bnf(F.conv2d(out, sd[f"{p}.conv3.weight"]), sd, f"{p}.bn3")
             if j == 0:
-                x = _bnf(F.conv2d(tf_pad(x, 1, st), sd[f"{p}.downsample.0.weight"], stride=st),
-                         sd, f"{p}.downsample.1")
+                x = _bnf(
+                    F.conv2d(tf_pad(x, 1, st), sd[f"{p}.downsample.0.weight"], stride=st),
+                    sd,
+                    f"{p}.downsample.1",
+                )
             x = F.relu(out + x)
     return x.mean((2, 3))
 
@@ -610,8 +693,11 @@ def nat_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
         h = layer(h, f"{p}.depth_conv", int(row[3]), groups=h.shape[1])
         if row[6] == "y":
             se = f"{p}.depth_conv.se.fc"
-            g = F.relu(F.conv2d(h.mean((2, 3), keepdim=True), sd[f"{se}.reduce.weight"],
-                                sd[f"{se}.reduce.bias"]))
+            g = F.relu(
+                F.conv2d(
+                    h.mean((2, 3), keepdim=True), sd[f"{se}.reduce.weight"], sd[f"{se}.reduce.bias"]
+                )
+            )
             h = h * F.relu6(F.conv2d(g, sd[f"{se}.expand.weight"], sd[f"{se}.expand.bias"]) + 3) / 6
         h = layer(h, f"{p}.point_linear", act=False)
         x = x + h if row[7] == "y" else h
@@ -643,13 +729,13 @@ def t2t_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
         return lin(out.transpose(1, 2).reshape(b, n, width), f"{p}.proj"), v
 
     def token_layer(t, p, dim):  # Token_transformer: residual from v, scale from input width
-        out, v = attention(ln(t, f"{p}.norm1"), f"{p}.attn", 1, 64, dim ** -0.5)
+        out, v = attention(ln(t, f"{p}.norm1"), f"{p}.attn", 1, 64, dim**-0.5)
         t = v.squeeze(1) + out
         return t + mlp(ln(t, f"{p}.norm2"), f"{p}.mlp")
 
     def fold_split(t, k, s, pad):
         b, n, c = t.shape
-        side = int(n ** 0.5)
+        side = int(n**0.5)
         return F.unfold(t.transpose(1, 2).reshape(b, c, side, side), k, 1, pad, s).transpose(1, 2)
 
     t = F.unfold(x, 7, 1, 2, 4).transpose(1, 2)
@@ -659,7 +745,7 @@ def t2t_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
     t = torch.cat([sd["cls_token"].expand(t.shape[0], -1, -1), t], 1) + sd["pos_embed"]
     for i in range(14):
         p = f"blocks.{i}"
-        t = t + attention(ln(t, f"{p}.norm1"), f"{p}.attn", 6, 384, 64 ** -0.5)[0]
+        t = t + attention(ln(t, f"{p}.norm1"), f"{p}.attn", 6, 384, 64**-0.5)[0]
         t = t + mlp(ln(t, f"{p}.norm2"), f"{p}.mlp")
     return ln(t, "norm")[:, 0]
 
@@ -672,32 +758,54 @@ def test_t2t_vit_matches_original_forward():
 
 def test_natnet_from_released_config_equals_nat_m4():
     def conv_cfg(c_in, c_out, k, s, act="mish"):
-        return {"name": "ConvLayer", "kernel_size": k, "stride": s, "in_channels": c_in,
-                "out_channels": c_out, "use_bn": True, "act_func": act}
+        return {
+            "name": "ConvLayer",
+            "kernel_size": k,
+            "stride": s,
+            "in_channels": c_in,
+            "out_channels": c_out,
+            "use_bn": True,
+            "act_func": act,
+        }
 
     blocks = []
     for row in _nat_rows():
         c_in, c_out, k, s, e = (int(v) for v in row[:5])
-        blocks.append({
-            "name": "MobileInvertedResidualBlock",
-            "mobile_inverted_conv": {
-                "name": "MBInvertedConvLayer", "in_channels": c_in, "out_channels": c_out,
-                "kernel_size": k, "stride": s, "expand_ratio": e,
-                "mid_channels": None if row[5] == "-" else int(row[5]), "act_func": "mish",
-                "use_se": row[6] == "y"},
-            "shortcut": {"name": "IdentityLayer", "in_channels": [c_in]} if row[7] == "y" else None,
-        })
-    config = {"name": "MobileNetV3", "bn": {"momentum": 0.1, "eps": 1e-5},
-              "first_conv": conv_cfg(3, 24, 3, 2), "blocks": blocks,
-              "final_expand_layer": conv_cfg(192, 1152, 1, 1),
-              "feature_mix_layer": {**conv_cfg(1152, 1536, 1, 1), "use_bn": False},
-              "classifier": {"name": "LinearLayer", "in_features": 1536, "out_features": 1000}}
+        blocks.append(
+            {
+                "name": "MobileInvertedResidualBlock",
+                "mobile_inverted_conv": {
+                    "name": "MBInvertedConvLayer",
+                    "in_channels": c_in,
+                    "out_channels": c_out,
+                    "kernel_size": k,
+                    "stride": s,
+                    "expand_ratio": e,
+                    "mid_channels": None if row[5] == "-" else int(row[5]),
+                    "act_func": "mish",
+                    "use_se": row[6] == "y",
+                },
+                "shortcut": {"name": "IdentityLayer", "in_channels": [c_in]}
+                if row[7] == "y"
+                else None,
+            }
+        )
+    config = {
+        "name": "MobileNetV3",
+        "bn": {"momentum": 0.1, "eps": 1e-5},
+        "first_conv": conv_cfg(3, 24, 3, 2),
+        "blocks": blocks,
+        "final_expand_layer": conv_cfg(192, 1152, 1, 1),
+        "feature_mix_layer": {**conv_cfg(1152, 1536, 1, 1), "use_bn": False},
+        "classifier": {"name": "LinearLayer", "in_features": 1536, "out_features": 1000},
+    }
     from cog.archs.nat import natnet_from_config
 
     with torch.device("meta"):
         built, ref = natnet_from_config(config), ARCHS["nat_m4"]()
     assert {k: v.shape for k, v in built.state_dict().items()} == {
-        k: v.shape for k, v in ref.state_dict().items()}
+        k: v.shape for k, v in ref.state_dict().items()
+    }
     with pytest.raises(CogError, match=r"net\.config"):
         natnet_from_config({"blocks": []})
 

@@ -56,13 +56,22 @@ SPECS: dict[str, ArchSpec] = {
     s.name: s
     for s in (
         ArchSpec(
-            "nat_m4", nat.nat_m4, nat.convert_nat_m4, 1536, 224, nat.DROPPED,
+            "nat_m4",
+            nat.nat_m4,
+            nat.convert_nat_m4,
+            1536,
+            224,
+            nat.DROPPED,
             f"{nat.WEIGHTS_URL}: plain state dict",
             "human-analysis/neural-architecture-transfer: codebase/networks/natnet.py, "
             "codebase/modules/layers.py, subnets/imagenet/NAT-M4/net.config",
         ),
         ArchSpec(
-            "t2t_vit_t_14", t2t_vit.t2t_vit_t_14, t2t_vit.convert_t2t_vit_t_14, 384, 224,
+            "t2t_vit_t_14",
+            t2t_vit.t2t_vit_t_14,
+            t2t_vit.convert_t2t_vit_t_14,
+            384,
+            224,
             t2t_vit.DROPPED,
             "Google Drive file 1WdUT-3qq3duhECKk1CabXGktvd24p3Ti (manual download): timm "
             "training checkpoint, EMA weights under 'state_dict_ema' (else 'state_dict')",
@@ -70,35 +79,55 @@ SPECS: dict[str, ArchSpec] = {
             "models/transformer_block.py",
         ),
         ArchSpec(
-            "pycls_effnet_b1", pycls_effnet.pycls_effnet_b1, pycls_effnet.convert_pycls_effnet_b1,
-            1280, 240, pycls_effnet.DROPPED,
+            "pycls_effnet_b1",
+            pycls_effnet.pycls_effnet_b1,
+            pycls_effnet.convert_pycls_effnet_b1,
+            1280,
+            240,
+            pycls_effnet.DROPPED,
             f"{pycls_effnet.WEIGHTS_URLS['b1']}: weights under 'model_state'",
             "facebookresearch/pycls: pycls/models/effnet.py, pycls/models/blocks.py, "
             "configs/dds_baselines/effnet/EN-B1_dds_8gpu.yaml",
         ),
         ArchSpec(
-            "pycls_effnet_b4", pycls_effnet.pycls_effnet_b4, pycls_effnet.convert_pycls_effnet_b4,
-            1792, 380, pycls_effnet.DROPPED,
+            "pycls_effnet_b4",
+            pycls_effnet.pycls_effnet_b4,
+            pycls_effnet.convert_pycls_effnet_b4,
+            1792,
+            380,
+            pycls_effnet.DROPPED,
             f"{pycls_effnet.WEIGHTS_URLS['b4']}: weights under 'model_state'",
             "facebookresearch/pycls: pycls/models/effnet.py, pycls/models/blocks.py, "
             "configs/dds_baselines/effnet/EN-B4_dds_8gpu.yaml",
         ),
         ArchSpec(
-            "byol_resnet50", byol_resnet.byol_resnet50, byol_resnet.convert_byol_resnet50,
-            2048, 224, byol_resnet.DROPPED,
+            "byol_resnet50",
+            byol_resnet.byol_resnet50,
+            byol_resnet.convert_byol_resnet50,
+            2048,
+            224,
+            byol_resnet.DROPPED,
             f"{byol_resnet.WEIGHTS_URL} converted by byol-convert's convert.py: plain "
             "torchvision-keyed state dict without num_batches_tracked",
             "chigur/byol-convert: resnet.py (pad_same), convert.py",
         ),
         ArchSpec(
-            "simclrv2_resnet50", simclrv2.simclrv2_resnet50,
-            simclrv2.convert_simclrv2_resnet50, 2048, 224, simclrv2.DROPPED,
+            "simclrv2_resnet50",
+            simclrv2.simclrv2_resnet50,
+            simclrv2.convert_simclrv2_resnet50,
+            2048,
+            224,
+            simclrv2.DROPPED,
             "r50_1x_sk0.pth from SimCLRv2-Pytorch's convert.py: weights under 'resnet' "
             "('head' = contrastive head, not read)",
             "Separius/SimCLRv2-Pytorch: resnet.py (get_resnet), convert.py",
         ),
         ArchSpec(
-            "clip_rn50", clip_rn50.clip_rn50, clip_rn50.convert_clip_rn50, 1024, 224,
+            "clip_rn50",
+            clip_rn50.clip_rn50,
+            clip_rn50.convert_clip_rn50,
+            1024,
+            224,
             clip_rn50.DROPPED,
             "OpenAI RN50.pt (TorchScript archive; its state_dict(), or a plain state dict): "
             "image encoder under 'visual.*'",
@@ -140,6 +169,13 @@ def convert(name: str, ckpt: Any) -> tuple[StateDict, list[str]]:
 
 
 __all__ = [
-    "ARCHS", "CONVERTERS", "DROPPED", "FEATURE_DIMS", "INPUT_SIZES", "SPECS", "ArchSpec",
-    "convert", "get_spec",
+    "ARCHS",
+    "CONVERTERS",
+    "DROPPED",
+    "FEATURE_DIMS",
+    "INPUT_SIZES",
+    "SPECS",
+    "ArchSpec",
+    "convert",
+    "get_spec",
 ]

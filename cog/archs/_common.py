@@ -65,7 +65,7 @@ def select_state_dict(ckpt: Any, entries: Sequence[str], arch: str) -> tuple[Sta
 def strip_prefix(sd: StateDict, prefix: str) -> StateDict:
     """Remove `prefix` (e.g. DataParallel's `module.`) when every key carries it."""
     if sd and all(k.startswith(prefix) for k in sd):
-        return {k[len(prefix):]: v for k, v in sd.items()}
+        return {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
 
 

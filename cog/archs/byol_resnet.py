@@ -32,8 +32,12 @@ def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tupl
     return total // 2, total - total // 2
 
 
-def pad_same(x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-             dilation: tuple[int, int] = (1, 1)) -> torch.Tensor:
+def pad_same(
+    x: torch.Tensor,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int] = (1, 1),
+) -> torch.Tensor:
     """Zero-pad an NCHW tensor so a padding-0 window op reproduces TF "SAME"."""
     top, bottom = same_padding(x.shape[-2], kernel[0], stride[0], dilation[0])
     left, right = same_padding(x.shape[-1], kernel[1], stride[1], dilation[1])
@@ -58,9 +62,16 @@ class SameMaxPool2d(nn.MaxPool2d):
 
 
 def _same_conv(conv: nn.Conv2d) -> SameConv2d:
-    same = SameConv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                      padding=0, dilation=conv.dilation, groups=conv.groups,
-                      bias=conv.bias is not None)
+    same = SameConv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        padding=0,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+    )
     same.weight, same.bias = conv.weight, conv.bias  # keep torchvision's initialisation
     return same
 
@@ -85,6 +96,9 @@ def byol_resnet50() -> nn.Module:
 def convert_byol_resnet50(ckpt: Any) -> tuple[StateDict, list[str]]:
     """byol-convert output (`pretrain_res50x1.pth.tar`, a plain state dict) -> byol_resnet50."""
     return convert_state_dict(
-        ckpt, arch="byol_resnet50", builder=byol_resnet50, entries=("state_dict",),
+        ckpt,
+        arch="byol_resnet50",
+        builder=byol_resnet50,
+        entries=("state_dict",),
         dropped=DROPPED,
     )

@@ -29,17 +29,31 @@ from cog.archs._common import StateDict, convert_state_dict
 # Keys of the OpenAI state dict that are not the image encoder (text tower, logit scale,
 # and the metadata buffers of the TorchScript archive).
 DROPPED = (
-    "positional_embedding", "text_projection", "logit_scale", "token_embedding.*",
-    "transformer.*", "ln_final.*", "input_resolution", "context_length", "vocab_size",
+    "positional_embedding",
+    "text_projection",
+    "logit_scale",
+    "token_embedding.*",
+    "transformer.*",
+    "ln_final.*",
+    "input_resolution",
+    "context_length",
+    "vocab_size",
 )
 
 _STAGE = re.compile(r"visual\.layer([1-4])\.(\d+)\.(conv|bn)([1-3])\.(\w+)$")
 _DOWN = re.compile(r"visual\.layer([1-4])\.(\d+)\.downsample\.([01])\.(\w+)$")
 _STEM = re.compile(r"visual\.(conv|bn)([1-3])\.(\w+)$")
-_POOL = {"positional_embedding": "pos_embed", "q_proj.weight": "q.weight",
-         "q_proj.bias": "q.bias", "k_proj.weight": "k.weight", "k_proj.bias": "k.bias",
-         "v_proj.weight": "v.weight", "v_proj.bias": "v.bias", "c_proj.weight": "proj.weight",
-         "c_proj.bias": "proj.bias"}
+_POOL = {
+    "positional_embedding": "pos_embed",
+    "q_proj.weight": "q.weight",
+    "q_proj.bias": "q.bias",
+    "k_proj.weight": "k.weight",
+    "k_proj.bias": "k.bias",
+    "v_proj.weight": "v.weight",
+    "v_proj.bias": "v.bias",
+    "c_proj.weight": "proj.weight",
+    "c_proj.bias": "proj.bias",
+}
 _CONV_NAMES = {"1": "conv1_1x1", "2": "conv2_kxk", "3": "conv3_1x1"}
 
 
@@ -53,8 +67,8 @@ def openai_to_timm_key(key: str) -> str:
         return f"net.stages.{int(m[1]) - 1}.{m[2]}.shortcut.conv.{layer}.{m[4]}"
     if m := _STEM.match(key):
         return f"net.stem.conv{m[2]}.{m[1]}.{m[3]}"
-    if key.startswith("visual.attnpool.") and key[len("visual.attnpool."):] in _POOL:
-        return "net.head." + _POOL[key[len("visual.attnpool."):]]
+    if key.startswith("visual.attnpool.") and key[len("visual.attnpool.") :] in _POOL:
+        return "net.head." + _POOL[key[len("visual.attnpool.") :]]
     return key
 
 
@@ -84,6 +98,10 @@ def clip_rn50(precision: str = "fp32") -> ClipRN50:
 def convert_clip_rn50(ckpt: Any) -> tuple[StateDict, list[str]]:
     """OpenAI CLIP RN50 state dict (or its TorchScript archive) -> clip_rn50."""
     return convert_state_dict(
-        ckpt, arch="clip_rn50", builder=clip_rn50, entries=("state_dict",), dropped=DROPPED,
+        ckpt,
+        arch="clip_rn50",
+        builder=clip_rn50,
+        entries=("state_dict",),
+        dropped=DROPPED,
         rename=openai_to_timm_key,
     )

@@ -78,8 +78,13 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def _act(name: str | None) -> nn.Module | None:
-    acts = {"mish": nn.Mish, "relu": nn.ReLU, "relu6": nn.ReLU6, "h_swish": nn.Hardswish,
-            "swish": nn.SiLU}
+    acts = {
+        "mish": nn.Mish,
+        "relu": nn.ReLU,
+        "relu6": nn.ReLU6,
+        "h_swish": nn.Hardswish,
+        "swish": nn.SiLU,
+    }
     if name is None:
         return None
     if name not in acts:
@@ -90,8 +95,16 @@ def _act(name: str | None) -> nn.Module | None:
 class ConvLayer(nn.Sequential):
     """conv -> [bn] -> [act], the `weight_bn_act` ConvLayer of the NAT code (`same` padding)."""
 
-    def __init__(self, c_in: int, c_out: int, k: int = 1, stride: int = 1, bn: bool = True,
-                 act: str | None = "mish", groups: int = 1) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        k: int = 1,
+        stride: int = 1,
+        bn: bool = True,
+        act: str | None = "mish",
+        groups: int = 1,
+    ) -> None:
         layers: list[tuple[str, nn.Module]] = [
             ("conv", nn.Conv2d(c_in, c_out, k, stride, k // 2, groups=groups, bias=False))
         ]
@@ -109,12 +122,16 @@ class SEModule(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         mid = make_divisible(channels // 4)
-        self.fc = nn.Sequential(OrderedDict([
-            ("reduce", nn.Conv2d(channels, mid, 1)),
-            ("relu", nn.ReLU()),
-            ("expand", nn.Conv2d(mid, channels, 1)),
-            ("h_sigmoid", nn.Hardsigmoid()),
-        ]))
+        self.fc = nn.Sequential(
+            OrderedDict(
+                [
+                    ("reduce", nn.Conv2d(channels, mid, 1)),
+                    ("relu", nn.ReLU()),
+                    ("expand", nn.Conv2d(mid, channels, 1)),
+                    ("h_sigmoid", nn.Hardsigmoid()),
+                ]
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.fc(x.mean((2, 3), keepdim=True))
@@ -154,9 +171,15 @@ class MobileInvertedResidualBlock(nn.Module):
 class NATNet(nn.Module):
     """NATNet without its classifier: forward returns the pooled feature_mix output."""
 
-    def __init__(self, blocks: Sequence[MBBlock], stem_ch: int = 24, expand_ch: int = 1152,
-                 feature_ch: int = 1536, acts: Sequence[str | None] = ("mish",) * 3,
-                 bn_eps: float = 1e-5) -> None:
+    def __init__(
+        self,
+        blocks: Sequence[MBBlock],
+        stem_ch: int = 24,
+        expand_ch: int = 1152,
+        feature_ch: int = 1536,
+        acts: Sequence[str | None] = ("mish",) * 3,
+        bn_eps: float = 1e-5,
+    ) -> None:
         """`acts`: activations of first_conv, final_expand_layer and feature_mix_layer."""
         super().__init__()
         self.first_conv = ConvLayer(3, stem_ch, 3, 2, act=acts[0])
@@ -181,8 +204,13 @@ def natnet_from_config(config: Mapping[str, Any]) -> NATNet:
     try:
         blocks = [
             MBBlock(
-                c["in_channels"], c["out_channels"], c["kernel_size"], c["stride"],
-                c["expand_ratio"], c.get("mid_channels"), bool(c.get("use_se", False)),
+                c["in_channels"],
+                c["out_channels"],
+                c["kernel_size"],
+                c["stride"],
+                c["expand_ratio"],
+                c.get("mid_channels"),
+                bool(c.get("use_se", False)),
                 (b.get("shortcut") or {}).get("name") == "IdentityLayer",
                 c.get("act_func", "relu6"),
             )
@@ -191,8 +219,10 @@ def natnet_from_config(config: Mapping[str, Any]) -> NATNet:
         ]
         layers = [config[k] for k in ("first_conv", "final_expand_layer", "feature_mix_layer")]
         if [layer.get("use_bn", True) for layer in layers] != [True, True, False]:
-            raise CogError("NAT net.config: only BatchNorm in first_conv and final_expand_layer "
-                           "(not in feature_mix_layer) is supported, as in all released subnets")
+            raise CogError(
+                "NAT net.config: only BatchNorm in first_conv and final_expand_layer "
+                "(not in feature_mix_layer) is supported, as in all released subnets"
+            )
         return NATNet(
             blocks,
             stem_ch=layers[0]["out_channels"],
@@ -202,8 +232,10 @@ def natnet_from_config(config: Mapping[str, Any]) -> NATNet:
             bn_eps=config.get("bn", {}).get("eps", 1e-5),
         )
     except (KeyError, TypeError) as exc:
-        raise CogError(f"NAT net.config: missing or malformed field {exc}; pass the released "
-                       "net.config JSON of a NAT subnet") from exc
+        raise CogError(
+            f"NAT net.config: missing or malformed field {exc}; pass the released "
+            "net.config JSON of a NAT subnet"
+        ) from exc
 
 
 def nat_m4() -> NATNet:
@@ -216,4 +248,3 @@ def convert_nat_m4(ckpt: Any) -> tuple[StateDict, list[str]]:
     return convert_state_dict(
         ckpt, arch="nat_m4", builder=nat_m4, entries=("state_dict",), dropped=DROPPED
     )
-

@@ -28,22 +28,46 @@ WEIGHTS_URLS = {
 
 # EN.* of the pycls configs (train IM_SIZE 240 / 380, test 274 / 434).
 PYCLS_CONFIGS = {
-    "b1": dict(stem_w=32, depths=(2, 3, 3, 4, 4, 5, 2), widths=(16, 24, 40, 80, 112, 192, 320),
-               exp_ratios=(1, 6, 6, 6, 6, 6, 6), kernels=(3, 3, 5, 3, 5, 5, 3),
-               strides=(1, 2, 2, 2, 1, 2, 1), head_w=1280, train_size=240),
-    "b4": dict(stem_w=48, depths=(2, 4, 4, 6, 6, 8, 2), widths=(24, 32, 56, 112, 160, 272, 448),
-               exp_ratios=(1, 6, 6, 6, 6, 6, 6), kernels=(3, 3, 5, 3, 5, 5, 3),
-               strides=(1, 2, 2, 2, 1, 2, 1), head_w=1792, train_size=380),
+    "b1": dict(
+        stem_w=32,
+        depths=(2, 3, 3, 4, 4, 5, 2),
+        widths=(16, 24, 40, 80, 112, 192, 320),
+        exp_ratios=(1, 6, 6, 6, 6, 6, 6),
+        kernels=(3, 3, 5, 3, 5, 5, 3),
+        strides=(1, 2, 2, 2, 1, 2, 1),
+        head_w=1280,
+        train_size=240,
+    ),
+    "b4": dict(
+        stem_w=48,
+        depths=(2, 4, 4, 6, 6, 8, 2),
+        widths=(24, 32, 56, 112, 160, 272, 448),
+        exp_ratios=(1, 6, 6, 6, 6, 6, 6),
+        kernels=(3, 3, 5, 3, 5, 5, 3),
+        strides=(1, 2, 2, 2, 1, 2, 1),
+        head_w=1792,
+        train_size=380,
+    ),
 }
 
 DROPPED = ("head.fc.*",)
 
-_FIXED = {"stem.conv": "conv_stem", "stem.bn": "bn1", "head.conv": "conv_head",
-          "head.conv_bn": "bn2"}
+_FIXED = {
+    "stem.conv": "conv_stem",
+    "stem.bn": "bn1",
+    "head.conv": "conv_head",
+    "head.conv_bn": "bn2",
+}
 # pycls MBConv member -> timm member, for blocks without (DS) and with (IR) an expansion conv
 _DS = {"dwise": "conv_dw", "dwise_bn": "bn1", "lin_proj": "conv_pw", "lin_proj_bn": "bn2"}
-_IR = {"exp": "conv_pw", "exp_bn": "bn1", "dwise": "conv_dw", "dwise_bn": "bn2",
-       "lin_proj": "conv_pwl", "lin_proj_bn": "bn3"}
+_IR = {
+    "exp": "conv_pw",
+    "exp_bn": "bn1",
+    "dwise": "conv_dw",
+    "dwise_bn": "bn2",
+    "lin_proj": "conv_pwl",
+    "lin_proj_bn": "bn3",
+}
 _SE = {"se.f_ex.0": "se.conv_reduce", "se.f_ex.2": "se.conv_expand"}
 _BLOCK = re.compile(r"s(\d+)\.b(\d+)\.(.+)\.(\w+)$")
 _OTHER = re.compile(r"(.+)\.(\w+)$")
@@ -99,8 +123,12 @@ def _converter(variant: str):
 
     def convert(ckpt: Any) -> tuple[StateDict, list[str]]:
         return convert_state_dict(
-            ckpt, arch=f"pycls_effnet_{variant}", builder=builder, entries=("model_state",),
-            dropped=DROPPED, rename=lambda k: pycls_to_timm_key(k, exp_ratios),
+            ckpt,
+            arch=f"pycls_effnet_{variant}",
+            builder=builder,
+            entries=("model_state",),
+            dropped=DROPPED,
+            rename=lambda k: pycls_to_timm_key(k, exp_ratios),
         )
 
     convert.__doc__ = f"pycls EN-{variant.upper()} `model_state` -> pycls_effnet_{variant}."

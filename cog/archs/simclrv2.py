@@ -26,9 +26,14 @@ DROPPED = ("fc.*",)
 
 _BLOCK = re.compile(r"net\.([1-4])\.blocks\.(\d+)\.(.+)$")
 _MEMBERS = {
-    "net.0.": "conv1.", "net.1.0.": "bn1.", "net.2.": "conv2.", "net.3.0.": "bn2.",
-    "net.4.": "conv3.", "net.5.0.": "bn3.",
-    "projection.shortcut.": "downsample.0.", "projection.bn.0.": "downsample.1.",
+    "net.0.": "conv1.",
+    "net.1.0.": "bn1.",
+    "net.2.": "conv2.",
+    "net.3.0.": "bn2.",
+    "net.4.": "conv3.",
+    "net.5.0.": "bn3.",
+    "projection.shortcut.": "downsample.0.",
+    "projection.bn.0.": "downsample.1.",
 }
 _STEM = {"net.0.0.": "conv1.", "net.0.1.0.": "bn1."}
 
@@ -36,7 +41,7 @@ _STEM = {"net.0.0.": "conv1.", "net.0.1.0.": "bn1."}
 def _swap(rest: str, table: dict[str, str]) -> str | None:
     for old, new in table.items():
         if rest.startswith(old) and rest.count(".") == old.count("."):
-            return new + rest[len(old):]
+            return new + rest[len(old) :]
     return None
 
 
@@ -57,6 +62,10 @@ def simclrv2_resnet50() -> nn.Module:
 def convert_simclrv2_resnet50(ckpt: Any) -> tuple[StateDict, list[str]]:
     """`r50_1x_sk0.pth` ({"resnet": ..., "head": ...}) -> simclrv2_resnet50."""
     return convert_state_dict(
-        ckpt, arch="simclrv2_resnet50", builder=simclrv2_resnet50, entries=("resnet",),
-        dropped=DROPPED, rename=separius_to_torchvision_key,
+        ckpt,
+        arch="simclrv2_resnet50",
+        builder=simclrv2_resnet50,
+        entries=("resnet",),
+        dropped=DROPPED,
+        rename=separius_to_torchvision_key,
     )

@@ -49,8 +49,9 @@ class Mlp(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention; `out_dim` != `dim` gives the T2T token attention."""
 
-    def __init__(self, dim: int, num_heads: int, out_dim: int | None = None,
-                 qk_scale: float | None = None) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, out_dim: int | None = None, qk_scale: float | None = None
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.out_dim = out_dim or dim
@@ -126,14 +127,22 @@ class T2TModule(nn.Module):
 class T2TViT(nn.Module):
     """T2T-ViT without its classification head: forward returns the final-norm CLS token."""
 
-    def __init__(self, img_size: int = 224, embed_dim: int = 384, depth: int = 14,
-                 num_heads: int = 6, mlp_ratio: float = 3.0, qk_scale: float | None = None) -> None:
+    def __init__(
+        self,
+        img_size: int = 224,
+        embed_dim: int = 384,
+        depth: int = 14,
+        num_heads: int = 6,
+        mlp_ratio: float = 3.0,
+        qk_scale: float | None = None,
+    ) -> None:
         super().__init__()
         self.tokens_to_token = T2TModule(embed_dim)
         num_patches = (img_size // 16) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(sinusoid_table(num_patches + 1, embed_dim),
-                                      requires_grad=False)
+        self.pos_embed = nn.Parameter(
+            sinusoid_table(num_patches + 1, embed_dim), requires_grad=False
+        )
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qk_scale) for _ in range(depth)
         )
@@ -162,6 +171,9 @@ def t2t_vit_t_14(qk_scale: float | None = None) -> T2TViT:
 def convert_t2t_vit_t_14(ckpt: Any) -> tuple[StateDict, list[str]]:
     """timm training checkpoint -> t2t_vit_t_14, EMA weights first (as load_checkpoint(use_ema))."""
     return convert_state_dict(
-        ckpt, arch="t2t_vit_t_14", builder=t2t_vit_t_14,
-        entries=("state_dict_ema", "state_dict"), dropped=DROPPED,
+        ckpt,
+        arch="t2t_vit_t_14",
+        builder=t2t_vit_t_14,
+        entries=("state_dict_ema", "state_dict"),
+        dropped=DROPPED,
     )
