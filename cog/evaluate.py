@@ -6,10 +6,10 @@ features, classes too small for a few-shot N, random weights not asked for), run
 probe per seed (all data and few-shot), kNN and alignment/uniformity, writes one JSON per run
 under `<out>/runs/<model>/` and replaces the model's rows in `<out>/leaderboard.csv`.
 
-Runs resume: a finished run JSON whose inputs (weights, image lists, level and split files,
-seeds, protocol) match is reused unless `force`; seeds finished before an interruption are kept
-in a hidden `.<run>.partial.json` beside it. The leaderboard is written once, at the end, so a
-failed evaluation leaves it untouched.
+Runs resume: a finished run JSON whose inputs (weights, feature mode and type, image lists,
+level and split files, seeds, protocol) match is reused unless `force`; seeds finished before
+an interruption are kept in a hidden `.<run>.partial.json` beside it. The leaderboard is
+written once, at the end, so a failed evaluation leaves it untouched.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from cog.leaderboard import (
     read_leaderboard,
     update_leaderboard,
 )
-from cog.probe import FEW_SHOT_N, SEEDS
+from cog.probe import FEW_SHOT_N, SEEDS, validation_size
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "test")
@@ -75,12 +75,21 @@ class EvalConfig:
     workers: int | None = None  # extraction: decoding processes (None: the extractor's choice)
     batch_size: int | None = None  # extraction batch (None: the extractor's choice)
     overwrite_features: bool = False  # replace caches made with other settings
+    checkpoint: Path | None = None  # a local weights file instead of the card's sources
+    exact: bool = False  # extraction: the card's exact preprocessing (default: fast path)
+    dtype: str = "float16"  # extraction: stored feature type (float16 or float32)
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise CogError(f"--protocol {self.protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise CogError(f"--seeds {self.seeds}: give one or more distinct integer seeds")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise CogError(
+                f"--seeds {self.seeds}: give one or more distinct non-negative integer seeds"
+            )
+        if self.checkpoint is not None and self.random_init:
+            raise CogError("--checkpoint and --random-init exclude each other; pick one")
+        if self.dtype not in ("float16", "float32"):
+            raise CogError(f"--dtype {self.dtype!r}: choose float16 or float32")
         if self.workers is not None and self.workers < 0:
             raise CogError(f"--workers {self.workers}: give 0 or more decoding processes")
         if self.batch_size is not None and self.batch_size < 1:
@@ -306,16 +315,18 @@ def check_pair(train: Split, test: Split) -> None:
 
 
 def check_shots(train: Split, shots: Sequence[int]) -> None:
-    """Every class needs at least N training images for an N-shot run (none is dropped)."""
+    """Every class needs N images outside its 20% validation slice for an N-shot run: the
+    tuning draws N there (protocol.md section 4), and no class is dropped or shrunk."""
     counts = np.bincount(train.labels, minlength=len(train.classes))
+    tuning = np.array([c - validation_size(int(c)) for c in counts])
     for n in sorted(shots):
-        small = np.flatnonzero(counts < n)
+        small = np.flatnonzero(tuning < n)
         if len(small):
-            ex = ", ".join(f"{train.classes[i]}: {counts[i]}" for i in small[:5])
+            ex = ", ".join(f"{train.classes[i]}: {tuning[i]} of {counts[i]}" for i in small[:5])
             raise CogError(
                 f"{train.path}: {len(small)} class(es) have fewer than {n} training images "
-                f"({ex}{', ...' if len(small) > 5 else ''}); drop N={n} from --shots or give "
-                "those classes more images"
+                f"outside the 20% validation split ({ex}{', ...' if len(small) > 5 else ''}); "
+                f"drop N={n} from --shots or give those classes more images"
             )
 
 
@@ -330,8 +341,8 @@ def check_finite(sp: Split, rows: int = 65536) -> None:
             where = f" (image {paths[first]})" if paths is not None else ""
             raise CogError(
                 f"{sp.path}: feature row {first}{where} holds NaN or inf; the model produced "
-                "non-finite features (float16 overflow or broken weights): delete the cache "
-                "and re-extract with float32 features (cog-extract --dtype float32)"
+                "non-finite features (float16 overflow or broken weights): re-extract with "
+                "float32 features (cog-eval --dtype float32 --overwrite-features)"
             )
         start += len(chunk)
 
@@ -365,6 +376,8 @@ def _fingerprint(
         "n_shot": n_shot,
         "protocol": protocol,
         "weights_sha256": train.attrs.get("weights_sha256"),
+        "features_mode": train.attrs.get("mode"),
+        "features_dtype": train.attrs.get("dtype"),
         "train_images_sha256": train.attrs.get("images_sha256"),
         "test_images_sha256": test.attrs.get("images_sha256"),
         "levels_sha256": (data.get("levels") or {}).get("sha256"),
@@ -489,6 +502,9 @@ class Evaluator:
             levels=cfg.levels,
             splits=cfg.splits,
             random_init=cfg.random_init,
+            checkpoint=cfg.checkpoint,
+            exact=cfg.exact,
+            dtype=cfg.dtype,
             device=cfg.device,
             workers=cfg.workers,
             batch_size=cfg.batch_size,

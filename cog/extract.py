@@ -818,8 +818,15 @@ def ensure_features(
         splits=splits,
     )
     # a complete cache is checked without loading the model when the weights' digest is
-    # known beforehand (random init, or a checkpoint file: zoo.load hashes that file)
-    known = "random-init" if random_init else sha256_file(checkpoint) if checkpoint else None
+    # known beforehand: random init, a checkpoint file, or the card's weights already on
+    # disk (zoo.load hashes the same file, so the digests agree)
+    if random_init:
+        known = "random-init"
+    elif checkpoint:
+        ckpt = Path(checkpoint).expanduser()
+        known = zoo.file_sha256(ckpt) if ckpt.is_file() else None  # load() names a bad path
+    else:
+        known = zoo.cached_weights_sha256(card)
     if known and out.exists() and not overwrite:
         old = _existing_attrs(out)
         settings = _card_settings(card, known, images, exact, dtype)

@@ -154,20 +154,25 @@ def _per_class(y: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
     return classes, np.split(order, starts[1:])
 
 
+def validation_size(n: int, fraction: float = VAL_FRACTION) -> int:
+    """Validation rows of a class with `n` training images: floor(fraction * n) as in the
+    authors' `split_trainset`, but at least one (and one training row kept) when n >= 2,
+    where their code would leave the class out of validation."""
+    if n < 2:
+        return 0
+    return min(max(int(fraction * n), 1), n - 1)
+
+
 def validation_split(
     y: np.ndarray, seed: int, fraction: float = VAL_FRACTION
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) row indices: `fraction` of each class's rows, random per seed.
-
-    Each class gives round(fraction * n) rows, at least one when it has two or more, so
-    every class is validated and keeps training rows.
-    """
+    """(train, validation) row indices: `fraction` of each class's rows, random per seed
+    (sizes from `validation_size`), so every class is validated and keeps training rows."""
     y = check_labels(y)
     rng = np.random.default_rng([seed, 1])
     tr, va = [], []
     for rows in _per_class(y)[1]:
-        n = len(rows)
-        k = min(max(round(fraction * n), 1 if n >= 2 else 0), n - 1) if n > 1 else 0
+        k = validation_size(len(rows), fraction)
         perm = rng.permutation(rows)
         va.append(perm[:k])
         tr.append(perm[k:])
@@ -443,6 +448,8 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
     def _check_params(self) -> None:
         if self.protocol not in PROTOCOLS:
             raise CogError(f"protocol {self.protocol!r} unknown; use one of {PROTOCOLS}")
+        if isinstance(self.seed, bool) or int(self.seed) != self.seed or self.seed < 0:
+            raise CogError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.n_shot is not None and (int(self.n_shot) != self.n_shot or self.n_shot < 1):
             raise CogError(f"n_shot must be a positive integer or None, got {self.n_shot!r}")
         if self.matmul_precision not in ("auto", "highest", "high", "medium"):

@@ -788,6 +788,17 @@ def resolve_weights(card: ModelCard) -> tuple[Path, WeightSource]:
     )
 
 
+def cached_weights_sha256(card: ModelCard) -> str | None:
+    """sha256 of the weights `load(card.name)` would use, when they are already on disk
+    (nothing is downloaded); None otherwise. Lets a complete feature cache be checked
+    against the weights without building the model."""
+    for source in card.weights:
+        path = _cached(source)
+        if path is not None:
+            return file_sha256(path)
+    return None
+
+
 def _cached(source: WeightSource) -> Path | None:
     if source.kind == "hub":
         return _hub_cached(source)

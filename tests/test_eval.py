@@ -126,10 +126,14 @@ def test_class_sets_must_match():
 
 
 def test_too_few_images_for_n():
-    train = _split([0, 0, 1, 1, 2, 2, 2])
-    check_shots(train, [1, 2])
-    with pytest.raises(CogError, match=r"2 class\(es\) have fewer than 3.*n01: 2.*drop N=3"):
-        check_shots(train, [1, 3])
+    # tuning draws N outside the 20% validation slice: 10 images leave 8, 5 leave 4
+    train = _split([0] * 10 + [1] * 10 + [2] * 5)
+    check_shots(train, [1, 4])
+    with pytest.raises(CogError, match=r"1 class\(es\) have fewer than 8.*n03: 4 of 5.*drop N=8"):
+        check_shots(train, [1, 8])
+    # 10 images are enough for N=9 in total but not outside the validation slice
+    with pytest.raises(CogError, match=r"3 class\(es\) have fewer than 9.*n01: 8 of 10"):
+        check_shots(train, [9])
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -578,7 +582,7 @@ def smoke(trees, tmp_path, monkeypatch):
     return tmp, common, weights
 
 
-def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys):
+def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys, monkeypatch):
     tmp, common, weights = smoke
     out = tmp_path / "results"
     authors = [
@@ -653,8 +657,8 @@ def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys):
     before = (out / "leaderboard.csv").read_bytes()
     assert main(["no_such_model", *common, *authors, "--out", str(out), "--random-init"]) == 2
     assert "unknown model 'no_such_model'" in capsys.readouterr().err
-    assert main([*args, "--random-init", "--few-shot", "--shots", "7"]) == 2
-    assert "fewer than 7 training images" in capsys.readouterr().err
+    assert main([*args, "--random-init", "--few-shot", "--shots", "6"]) == 2
+    assert "fewer than 6 training images outside the 20% validation" in capsys.readouterr().err
     # the caches hold random-init features: trained weights never reuse them silently
     assert main([*args, "--datasets", "cog_l1"]) == 2
     assert "--overwrite-features" in capsys.readouterr().err
@@ -667,6 +671,26 @@ def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys):
     pd.testing.assert_frame_equal(rand, lb.reset_index(drop=True))
     rec3 = json.loads((out / "runs" / SMOKE_MODEL / "cog_l1_all_fast.json").read_text())
     assert rec3["random_init"] is False and rec3["weights_sha256"] == sha256_file(weights)
+
+    # finished, with the weights on disk: caches and runs are reused, no model is built
+    import cog.zoo
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded for complete caches")
+
+    with monkeypatch.context() as m:
+        m.setattr(cog.zoo, "load", no_load)
+        assert main([*args, "--datasets", "cog_l1"]) == 0
+    assert "1 reused" in capsys.readouterr().out
+    # float32 features are another cache setting: refused, then re-extracted and re-run
+    assert main([*args, "--datasets", "cog_l1", "--dtype", "float32"]) == 2
+    assert "--overwrite-features" in capsys.readouterr().err
+    f32 = [*args, "--datasets", "cog_l1", "--dtype", "float32", "--overwrite-features"]
+    assert main(f32) == 0
+    assert "1 written" in capsys.readouterr().out
+    rec4 = json.loads((out / "runs" / SMOKE_MODEL / "cog_l1_all_fast.json").read_text())
+    assert rec4["data"]["train"]["dtype"] == "float32"
+    assert rec4["inputs"]["features_dtype"] == "float32"
 
 
 def test_reference_protocol_rows_and_files(prepared, monkeypatch):

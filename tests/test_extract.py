@@ -25,6 +25,7 @@ from cog import extract as ex
 from cog.data import dataset_images
 from cog.extract import cache_path, ensure_features, extract
 from cog.features import open_features
+from cog.io import sha256_file
 from cog.synthetic import TinyCard, add_broken_files, make_imagenet1k, tiny_backbone
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
@@ -256,7 +257,13 @@ def fake_zoo(monkeypatch, tmp_path):
         torch.manual_seed(0)
         return torch.nn.Linear(16, 4)
 
-    zoo = types.SimpleNamespace(get_card=get_card, load=load, loads=loads)
+    zoo = types.SimpleNamespace(
+        get_card=get_card,
+        load=load,
+        loads=loads,
+        cached_weights_sha256=lambda card: None,  # no trained weights on disk
+        file_sha256=sha256_file,
+    )
     tldr = types.SimpleNamespace(load_projection=load_projection)
     for name, mod in (("zoo", zoo), ("tldr", tldr)):
         monkeypatch.setitem(sys.modules, f"cog.{name}", mod)

@@ -17,6 +17,7 @@ from cog.probe import (
     LogRegProbe,
     few_shot_indices,
     reference_lr,
+    validation_size,
     validation_split,
 )
 
@@ -81,6 +82,52 @@ def test_validation_split_is_20_percent_per_class_and_random_per_seed():
     _, va2 = validation_split(y, 22)
     assert np.array_equal(va, va2)
     assert not np.array_equal(va, validation_split(y, 37)[1])
+
+
+def test_validation_size_rounds_down_like_the_authors():
+    # floor(0.2 n) (their split_trainset), but one row at least from two images on
+    assert [validation_size(n) for n in (0, 1, 2, 4, 5, 9, 14, 732, 1299)] == [
+        0,
+        0,
+        1,
+        1,
+        1,
+        1,
+        2,
+        146,
+        259,
+    ]
+    y = np.repeat([0, 1], [9, 14])
+    assert np.bincount(y[validation_split(y, 22)[1]]).tolist() == [1, 2]
+
+
+def test_few_shot_tunes_on_n_outside_validation_against_the_full_slice(monkeypatch):
+    """protocol.md 4: tuning draws N per class from the 80% part and validates on the full
+    20% slice; the final fit redraws N per class from all training images."""
+    X, y = blobs(n_classes=4, per=30)
+    seen = {}
+
+    def spy(self, store, y_t, tr, va, final, n_classes):
+        seen.update(tr=tr.numpy(), va=va.numpy(), final=final.numpy())
+        raise KeyboardInterrupt  # stop before any solver work
+
+    monkeypatch.setattr(LogRegProbe, "_fit_fast", spy)
+    with pytest.raises(KeyboardInterrupt):
+        LogRegProbe(device="cpu", n_shot=4, seed=22).fit(X, y)
+    tr_all, va = validation_split(y, 22)
+    assert np.array_equal(seen["va"], va)  # the full 20% slice: 6 per class
+    assert np.bincount(y[seen["va"]]).tolist() == [6] * 4
+    assert np.bincount(y[seen["tr"]]).tolist() == [4] * 4
+    assert set(seen["tr"]) <= set(tr_all)  # never a validation row
+    assert np.bincount(y[seen["final"]]).tolist() == [4] * 4
+    assert np.array_equal(seen["final"], few_shot_indices(y, 4, 22))  # drawn from all rows
+
+
+def test_seed_must_be_a_non_negative_integer():
+    X, y = blobs()
+    for bad in (-1, 1.5):
+        with pytest.raises(CogError, match="seed must be a non-negative integer"):
+            LogRegProbe(device="cpu", seed=bad).fit(X, y)
 
 
 def test_few_shot_counts_no_replacement_seeded():

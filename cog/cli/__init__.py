@@ -19,7 +19,10 @@ def friendly_errors(main: Callable[..., int]) -> Callable[..., int]:
             print(f"error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted: nothing was written", file=sys.stderr)
+            print(
+                "interrupted: outputs finished before the interrupt are kept; none is half-written",
+                file=sys.stderr,
+            )
             return 130
 
     return wrapper

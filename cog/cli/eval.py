@@ -79,6 +79,23 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--batch-size", type=int, help="images per forward pass (default: auto)")
     g.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="local weights file in the card's original layout (instead of its sources)",
+    )
+    g.add_argument(
+        "--exact",
+        action="store_true",
+        help="the card's exact preprocessing on full-size images (default: the fast path, "
+        "which decodes large JPEGs at reduced size)",
+    )
+    g.add_argument(
+        "--dtype",
+        choices=("float16", "float32"),
+        default="float16",
+        help="stored feature type (default: float16)",
+    )
+    g.add_argument(
         "--overwrite-features",
         action="store_true",
         help="replace caches made with other settings (other weights, image lists or "
@@ -111,6 +128,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         workers=args.workers,
         batch_size=args.batch_size,
         overwrite_features=args.overwrite_features,
+        checkpoint=args.checkpoint,
+        exact=args.exact,
+        dtype=args.dtype,
     )
 
 
