@@ -216,7 +216,7 @@ def _open(path: Path, draft_short: int | None) -> Image.Image:
     if draft_short and img.format == "JPEG":
         w, h = img.size
         scale = draft_short / min(w, h)
-        if scale < 0.5:  # DCT scaling only helps when at least a halving keeps the target
+        if scale <= 0.5:  # DCT scaling only helps when at least a halving keeps the target
             img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
     img.load()
     return img

@@ -522,8 +522,18 @@ def _extract(
     if meta_path.is_file() and not overwrite:
         meta = json.loads(meta_path.read_text())
         diff = _mismatch(meta["settings"], settings, asked)
-        if meta.get("precision") != prec and asked:
-            diff.append(f"precision: {meta.get('precision')} here, {prec} asked")
+        if meta.get("precision") != prec:
+            # never merge segments of two precisions (e.g. started on a GPU in bf16, resumed
+            # on a CPU in fp32): the cache would record one and hold both
+            diff.append(
+                f"precision: {meta.get('precision')} here, {prec} "
+                + (
+                    "asked"
+                    if asked
+                    else f"chosen for {dev.type}; --precision "
+                    f"{meta.get('precision')} finishes it as started"
+                )
+            )
         if diff:
             raise _stale_error(parts, diff, "a partial extraction")
     d.barrier()
@@ -875,9 +885,24 @@ def project_features(
             f"{proj_path}: projection of {card.name!r} not found; rerun cog-tldr "
             "or fix projection.path in its card"
         )
-    proj_sha = field("sha256") or sha256_file(proj_path)
+    proj_sha = sha256_file(proj_path)
+    if field("sha256") and field("sha256") != proj_sha:
+        raise CogError(
+            f"{proj_path}: sha256 {proj_sha} differs from the {field('sha256')} recorded in "
+            f"{card.name!r}'s card ({getattr(card, 'source_file', None)}): the projection file "
+            "changed; refit it "
+            "with cog-tldr fit (which rewrites the card)"
+        )
     with open_features(base) as fs:
         attrs = _existing_attrs(Path(base)) or {}
+        fitted_on = (getattr(card, "training", None) or {}).get("base_weights_sha256")
+        if fitted_on and str(attrs.get("weights_sha256")) != str(fitted_on):
+            raise CogError(
+                f"{card.name}: its projection was fitted on {card.base} features of weights "
+                f"{fitted_on}, but {base} holds features of weights "
+                f"{attrs.get('weights_sha256')}; refit it on these features with "
+                f"`cog-tldr fit {card.base} ...` (random-init and trained weights never mix)"
+            )
         settings = {k: str(attrs.get(k)) for k in STRICT}
         settings.update(
             model=str(card.name), card=json.dumps(card.to_dict(), sort_keys=True), dtype=dtype

@@ -218,6 +218,8 @@ class TinyCard:
     group: str = "local"
     base: str | None = None
     projection: dict | None = None
+    training: dict | None = None
+    source_file: str | None = None
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))

@@ -732,7 +732,11 @@ def mochi_card(cfg: TrainConfig, checkpoint: str | Path) -> dict[str, Any]:
     return {
         "name": cfg.name,
         "group": "local",
-        "arch": f"{lib}:{name}",
+        # torchvision encoders keep their `fc` in the module (build_encoder swaps it for an
+        # identity) while the moco converter drops `fc.*`: the card says so, as shipped ones do
+        "arch": {"source": lib, "name": name, "identity": ["fc"]}
+        if lib == "torchvision"
+        else f"{lib}:{name}",
         "checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
         "converter": "moco",
         "feature_dim": int(ckpt["feature_dim"]),

@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -616,6 +617,7 @@ def register_card(card: Mapping[str, Any], overwrite: bool = False) -> Path:
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_UNCHECKED_WARNED: set[str] = set()
 
 
 def file_sha256(path: Path) -> str:
@@ -631,6 +633,13 @@ def verify_sha256(path: Path, source: WeightSource, card: ModelCard) -> str:
     """Check a cached/downloaded file against the card's sha256 (or torch hub hash prefix)."""
     digest = file_sha256(path)
     expected = source.sha256 or source.hash_prefix
+    if not expected and str(path) not in _UNCHECKED_WARNED:
+        _UNCHECKED_WARNED.add(str(path))
+        print(
+            f"warning: {path}: {card.name!r} has no published checksum to verify this file "
+            f"against; its sha256 {digest} is recorded with every feature cache and run",
+            file=sys.stderr,
+        )
     if expected and not digest.startswith(expected):
         what = "sha256" if source.sha256 else "sha256 prefix (from the file name)"
         raise CogError(
@@ -709,17 +718,25 @@ def _url_download(source: WeightSource) -> Path:
         torch.hub.download_url_to_file(
             str(source.location), str(target), hash_prefix=source.hash_prefix, progress=True
         )
-    if source.member:
-        final = _local_target(source)
-        with zipfile.ZipFile(target) as zf:
+    return _unpack_member(source, target) if source.member else target
+
+
+def _unpack_member(source: WeightSource, archive: Path) -> Path:
+    """Copy the card's member out of a downloaded (or hand-placed) zip archive."""
+    final = _local_target(source)
+    try:
+        with zipfile.ZipFile(archive) as zf:
             try:
-                info = zf.getinfo(source.member)
+                info = zf.getinfo(str(source.member))
             except KeyError as e:
-                raise CogError(f"{target}: archive has no member {source.member!r}") from e
+                raise CogError(f"{archive}: archive has no member {source.member!r}") from e
             with zf.open(info) as src, atomic_write(final, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        return final
-    return target
+    except zipfile.BadZipFile as e:
+        raise CogError(
+            f"{archive}: not a readable zip archive ({e}); delete it and download it again"
+        ) from e
+    return final
 
 
 def _where_to_put(source: WeightSource) -> str:
@@ -732,7 +749,7 @@ def _where_to_put(source: WeightSource) -> str:
             "model.safetensors with --checkpoint"
         )
     if source.kind == "url":
-        extra = f", then extract {source.member!r} beside it" if source.member else ""
+        extra = f" (cog takes {source.member!r} out of it)" if source.member else ""
         return f"download {source.location} to {checkpoint_dir() / str(source.filename)}{extra}"
     if source.kind == "manual":
         return f"{source.instructions.strip()} Then put the file at {_local_target(source)}"
@@ -806,7 +823,13 @@ def _cached(source: WeightSource) -> Path | None:
         p = Path(str(source.location)).expanduser()
         return p if p.is_file() else None
     p = _local_target(source)
-    return p if p.is_file() else None
+    if p.is_file():
+        return p
+    if source.kind == "url" and source.member:  # the archive alone, placed by hand
+        archive = checkpoint_dir() / str(source.filename)
+        if archive.is_file():
+            return _unpack_member(source, archive)
+    return None
 
 
 def read_checkpoint(path: str | Path) -> Any:
@@ -1022,16 +1045,12 @@ def load(
                     f"{path}: sha256 {digest} differs from the hub's {blob}; "
                     "delete the file from the Hugging Face cache and load again"
                 )
-        converter = source.converter if source is not None and source.converter else card.converter
-        from cog.convert import convert
-
-        try:
-            state = convert(converter, read_checkpoint(path))
-        except CogError as e:
-            raise CogError(f"{path}: {e}") from e
-        if source is not None and source.kind == "hub":
-            state = timm_hub_filter(net, state)
-        load_strict(net, state, dataclasses.replace(card, converter=converter), str(path))
+        if source is not None:
+            converters = [source.converter or card.converter]
+        else:  # a local file may be any of the card's releases: try each one's converter
+            converters = list(dict.fromkeys([card.converter, *(w.converter for w in card.weights)]))
+            converters = [c for c in converters if c]
+        _load_converted(net, card, path, source, converters)
     # timm's pre-logits width (VGG's fc7: 4096) differs from num_features (its 512 channels)
     declared = next(
         (
@@ -1052,6 +1071,33 @@ def load(
     if card.precision == "float16" and dev.type == "cuda":
         net = net.half()
     return Backbone(net, card, digest).to(dev)
+
+
+def _load_converted(
+    net: nn.Module, card: ModelCard, path: Path, source: WeightSource | None, converters: list
+) -> None:
+    """Convert and load strictly with the first converter that fills every tensor; when
+    none does, raise an error with each converter's reason."""
+    from cog.convert import convert
+
+    raw = read_checkpoint(path)
+    errors: list[tuple[str, CogError]] = []
+    for converter in converters:
+        try:
+            state = convert(converter, raw)
+            if source is not None and source.kind == "hub":
+                state = timm_hub_filter(net, state)
+            load_strict(net, state, dataclasses.replace(card, converter=converter), str(path))
+            return
+        except CogError as e:
+            errors.append((converter, e))
+    if len(errors) == 1:
+        e = errors[0][1]
+        raise e if str(path) in str(e) else CogError(f"{path}: {e}")
+    reasons = "\n".join(
+        f"- converter {c!r}: {str(e).replace(str(path) + ': ', '')}" for c, e in errors
+    )
+    raise CogError(f"{path}: no release layout of {card.name!r} fits this file:\n{reasons}")
 
 
 def _load_composite(card: ModelCard, checkpoint, random_init: bool, dev: torch.device) -> Backbone:

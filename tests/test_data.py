@@ -137,6 +137,9 @@ def test_draft_decodes_at_reduced_scale_not_below_target(tmp_path):
     assert half.size == (250, 188)
     same, _ = decode_image(p, draft_short=224)  # no DCT scale keeps 224: full size
     assert same.size == (500, 375)
+    edge = tmp_path / "edge.JPEG"  # shorter side exactly twice the target: halved
+    Image.effect_noise((600, 448), 50).convert("RGB").save(edge, "JPEG")
+    assert decode_image(edge, draft_short=224)[0].size == (300, 224)
 
 
 def test_imagelist_hash_and_subset(in1k):

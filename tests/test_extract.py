@@ -4,6 +4,7 @@ composite cards and the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ import cog
 from cog import CogError
 from cog import extract as ex
 from cog.data import dataset_images
-from cog.extract import cache_path, ensure_features, extract
+from cog.extract import cache_path, ensure_features, extract, project_features
 from cog.features import open_features
 from cog.io import sha256_file
 from cog.synthetic import TinyCard, add_broken_files, make_imagenet1k, tiny_backbone
@@ -169,6 +170,13 @@ def test_partial_run_resumes_and_refuses_other_settings(images, reference, tmp_p
     segs[2].unlink()
     with pytest.raises(CogError, match=r"partial extraction.*mode"):
         extract(tiny_backbone(), images, out, exact=True, **SMALL)
+    # started elsewhere in bf16 (a GPU), resumed here where auto picks fp32: never merged
+    meta_path = parts / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "precision": "bf16"}))
+    with pytest.raises(CogError, match=r"precision: bf16 here.*--precision bf16 finishes"):
+        extract(tiny_backbone(), images, out, **SMALL)
+    meta_path.write_text(json.dumps(meta))
     extract(tiny_backbone(), images, out, **SMALL)
     with open_features(out) as fs:
         assert np.array_equal(fs.load(), reference[0])
@@ -291,6 +299,31 @@ def test_ensure_features_and_composite(tree, fake_zoo, tmp_path):
     n = len(fake_zoo.loads)
     ensure_features("tiny-a-tldr", "in1k", "test", **kw)
     assert len(fake_zoo.loads) == n
+
+
+def test_projection_must_match_its_card_and_base_weights(tree, fake_zoo, tmp_path):
+    kw = dict(in1k_root=tree, random_init=True, device="cpu", workers=0, progress=False)
+    base = ensure_features("tiny-a", "in1k", "test", **kw)  # weights "random-init"
+    proj_file = tmp_path / "proj.pt"
+    good = sha256_file(proj_file)
+
+    def card(training=None, **extra):
+        return TinyCard(
+            name="tiny-a-p",
+            base="tiny-a",
+            feature_dim=4,
+            projection={"kind": "tldr", "path": str(proj_file), "dim": 4, **extra},
+            training=training,
+        )
+
+    with pytest.raises(CogError, match="the projection file changed"):
+        project_features(card(sha256="0" * 64), base, tmp_path / "a.h5")
+    trained = {"base_weights_sha256": "f" * 64}  # fitted on trained weights' features
+    with pytest.raises(CogError, match="refit it on these features"):
+        project_features(card(trained, sha256=good), base, tmp_path / "b.h5")
+    assert not (tmp_path / "a.h5").exists() and not (tmp_path / "b.h5").exists()
+    ok = card({"base_weights_sha256": "random-init"}, sha256=good)
+    assert project_features(ok, base, tmp_path / "c.h5").is_file()
 
 
 def test_cli_images_folder_and_dataset(tree, fake_zoo, tmp_path, capsys):

@@ -407,6 +407,42 @@ def test_checkpoint_to_card_to_zoo_features(trained, tmp_path, monkeypatch):
     assert torch.allclose(got, ref, atol=1e-5)
 
 
+def test_torchvision_checkpoint_to_card_to_zoo_features(data_root, tmp_path, monkeypatch):
+    """A torchvision encoder's card drops its classifier (the converter drops `fc.*`)."""
+    zoo = _zoo()
+    monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
+    from cog.train import _checkpoint
+
+    cfg = config(data_root, tmp_path / "tv", name="tv-mochi", arch="torchvision:resnet18")
+    torch.manual_seed(0)
+    model = MoCo(arch="torchvision:resnet18", dim=16, queue_size=16)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    path = tmp_path / "tv.pth.tar"
+    torch.save(_checkpoint(cfg, model, opt, scaler, 1, []), path)
+    card = mochi_card(cfg, path)
+    assert card["arch"]["identity"] == ["fc"]
+    zoo.register_card(card)
+    backbone = zoo.load("tv-mochi")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = encode(model.encoder_q.eval(), x)[0]
+        got = backbone.eval()(x)
+    assert backbone.feature_dim == 512 and torch.allclose(got, ref, atol=1e-5)
+
+
+def test_shipped_model_names_are_refused_before_training(data_root, tmp_path, monkeypatch):
+    _zoo()
+    from cog.cli.train_mochi import _check_name_free
+
+    monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
+    cfg = config(data_root, tmp_path / "o", name="sup_resnet50")
+    for overwrite in (False, True):
+        with pytest.raises(CogError, match="sup_resnet50"):
+            _check_name_free(cfg, overwrite)
+    _check_name_free(config(data_root, tmp_path / "o", name="brand-new"), False)
+
+
 def test_cli_trains_registers_and_cog_eval_runs(data_root, tmp_path, monkeypatch):
     zoo = _zoo()
     from cog.cli.train_mochi import main

@@ -177,10 +177,16 @@ def test_tldr_keeps_neighbourhoods_at_least_as_well_as_pca_whitening():
     k, d = 10, 16
     truth_latent = knn_graph(latent, k, device="cpu")
     truth_input = knn_graph(X, k, device="cpu")
-    tl = TLDR(d, epochs=10, batch_size=256, projector=(512, 512), device="cpu").fit_transform(X)
+    kw = dict(epochs=100, batch_size=256, projector=(512, 512), device="cpu")
+    tl = TLDR(d, **kw).fit_transform(X)
+    # the same encoder, untrained (lr ~ 0): a random linear map already beats PCA-w here,
+    # so training must add recall of its own
+    untrained = TLDR(d, lr=1e-12, **kw).fit_transform(X)
     pw = PCAW(d, device="cpu").fit_transform(X)
     for truth in (truth_latent, truth_input):
-        assert recall_at_k(tl, truth, k) >= recall_at_k(pw, truth, k)
+        # measured: trained 0.61 / 0.65, untrained 0.49 / 0.54, PCA-w 0.35 / 0.41
+        assert recall_at_k(tl, truth, k) >= recall_at_k(pw, truth, k) + 0.15
+        assert recall_at_k(tl, truth, k) >= recall_at_k(untrained, truth, k) + 0.05
 
 
 @pytest.mark.parametrize("encoder", ["linear", "factorized", "mlp"])

@@ -540,6 +540,45 @@ def test_url_download_extracts_a_zip_member(isolated, monkeypatch):
     assert (Path(torch.hub.get_dir()) / "checkpoints" / "student.pth.tar").is_file()
 
 
+def test_hand_placed_zip_archive_is_unpacked_offline(isolated, capsys):
+    inner = save_moco(isolated / "w.pth.tar", tiny_state())
+    ckpts = Path(torch.hub.get_dir()) / "checkpoints"
+    ckpts.mkdir(parents=True)
+    url = "https://example.invalid/release.zip"
+    weights = [{"url": url, "member": "release/student.pth.tar", "sha256": None}]
+    zoo.register_card(tiny_card(weights=weights))
+    with pytest.raises(CogError, match=r"release\.zip \(cog takes 'release/student"):
+        zoo.load("tiny_moco")  # offline (COG_OFFLINE), nothing placed yet
+    with zipfile.ZipFile(ckpts / "release.zip", "w") as zf:
+        zf.write(inner, "release/student.pth.tar")  # where the message says
+    b = zoo.load("tiny_moco")
+    assert b.weights_sha256 == hashlib.sha256(inner.read_bytes()).hexdigest()
+    # no published checksum: loaded, and said so once with the digest that gets recorded
+    err = capsys.readouterr().err
+    assert "no published checksum" in err and b.weights_sha256 in err
+    zoo.load("tiny_moco")
+    assert "no published checksum" not in capsys.readouterr().err
+
+
+def test_local_file_of_any_release_loads(isolated):
+    """--checkpoint with a source's own release layout (MAE: the nested `model` file, whose
+    converter is named on its URL source, not on the card)."""
+    card = zoo.get_card("mae_vitb16")
+    assert card.converter == "plain" and {w.converter for w in card.weights} >= {"mae"}
+    sd = fresh(card)
+    path = isolated / "mae_pretrain_vit_base.pth"
+    torch.save(original_layout("mae", sd, head_tensors(card)), path)
+    b = zoo.load("mae_vitb16", checkpoint=path)
+    got = b.net.state_dict()
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
+    # a file no release converter fits still names the card's own layout problem
+    torch.save({"model": {"nonsense.weight": torch.zeros(2)}}, path)
+    with pytest.raises(
+        CogError, match=r"(?s)base\.pth: no release layout.*'plain'.*\n- converter 'mae'"
+    ):
+        zoo.load("mae_vitb16", checkpoint=path)
+
+
 def test_manual_source_prints_instructions(isolated):
     weights = [{"manual": "Download it from https://drive.example/x .", "filename": "x.pth"}]
     zoo.register_card(tiny_card(weights=weights))

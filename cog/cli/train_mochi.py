@@ -111,8 +111,14 @@ def _check_name_free(cfg: TrainConfig, overwrite: bool) -> None:
         card = zoo.get_card(cfg.name)
     except CogError:
         return
-    if overwrite:
+    user_card = Path(card.source_file or "").parent == zoo.user_dir()
+    if overwrite and user_card:
         return
+    if overwrite:
+        raise CogError(
+            f"--name {cfg.name}: {card.name} is a model shipped with cog ({card.source_file}); "
+            "--overwrite-card replaces only user cards: choose another name"
+        )
     out = cfg.out_dir().resolve()
     paths = [Path(w.location) for w in card.weights if w.kind == "path" and w.location]
     if card.group == "local" and any(p.parent == out for p in paths):
