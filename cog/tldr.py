@@ -129,6 +129,15 @@ def load_matrix(X: Any, name: str | None = None, *, progress: bool = False) -> n
     return out
 
 
+def _graph_ok(path: Path, n: int, k: int) -> bool:
+    """A cached kNN graph is used only when it reads back whole, with the expected shape."""
+    try:
+        g = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return g.shape == (n, k) and int(g.min()) >= 0 and int(g.max()) < n
+
+
 def _fingerprint(X: np.ndarray) -> str:
     """A cheap identity of a training matrix (shape + a strided sample) for resuming."""
     h = hashlib.sha256(repr(X.shape).encode())
@@ -615,11 +624,20 @@ class TLDR(_Projector):
             )
         parse_projector(self.projector)
 
-    def fit(self, X: Any, y: Any = None, *, checkpoint: str | Path | None = None) -> TLDR:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        *,
+        checkpoint: str | Path | None = None,
+        knn_cache: str | Path | None = None,
+    ) -> TLDR:
         """Learn the encoder on X ([N, D]); y is ignored (unsupervised).
 
         With `checkpoint`, the kNN graph and the training state are saved there after every
-        epoch, and a later fit with the same data and parameters resumes from it.
+        epoch, and a later fit with the same data and parameters resumes from it. With
+        `knn_cache` (a folder), the kNN graph is kept there, keyed by the data and the kNN
+        settings, so fits at other dimensions on the same features skip the search.
         """
         self._validate()
         name = _describe(X)
@@ -643,19 +661,25 @@ class TLDR(_Projector):
         enc, proj = enc.to(device), proj.to(device)
         data = torch.from_numpy(Xf).to(device)
         t_knn = time.perf_counter()
+        graph_file = self._knn_file(knn_cache, Xf)
         if state is not None:
             nbrs = torch.as_tensor(state["neighbors"]).long()
+        elif graph_file is not None and _graph_ok(graph_file, n, k):
+            nbrs = torch.from_numpy(np.load(graph_file).astype(np.int64))
         else:
-            nbrs = torch.from_numpy(
-                knn_graph(
-                    data,
-                    k,
-                    metric=self.knn_metric,
-                    method=self.knn,
-                    device=device,
-                    progress=self.verbose,
-                )
+            graph = knn_graph(
+                data,
+                k,
+                metric=self.knn_metric,
+                method=self.knn,
+                device=device,
+                progress=self.verbose,
             )
+            if graph_file is not None:
+                graph_file.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_write(graph_file, "wb") as f:
+                    np.save(f, graph.astype(np.int32))
+            nbrs = torch.from_numpy(graph)
         nbrs = nbrs.to(device)
         t_knn = time.perf_counter() - t_knn
         t_train = time.perf_counter()
@@ -743,6 +767,12 @@ class TLDR(_Projector):
         if self.optimizer == "sgd":
             return torch.optim.SGD(groups, lr=lr, momentum=float(self.momentum))
         return torch.optim.AdamW(groups, lr=lr)
+
+    def _knn_file(self, folder: str | Path | None, Xf: np.ndarray) -> Path | None:
+        if folder is None:
+            return None
+        key = repr((int(self.n_neighbors), self.knn_metric, self.knn, _fingerprint(Xf)))
+        return Path(folder) / f"knn_{hashlib.sha256(key.encode()).hexdigest()[:24]}.npy"
 
     def _ckpt_key(self, Xf: np.ndarray) -> str:
         params = {k: v for k, v in self.get_params().items() if k != "verbose"}
@@ -1056,8 +1086,8 @@ def compress_model(
             echo(f"{name}: fitting {method} ({fs.dim} -> {dim}) on {len(fs)} {fit_on} features")
             est.set_params(verbose=bool(feature_kw.get("progress", True)))
             ckpt = path.with_name(f".{path.name}.ckpt")
-            if method == "tldr":
-                est.fit(fs.features, checkpoint=ckpt)
+            if method == "tldr":  # the kNN graph is shared by fits at other d (study)
+                est.fit(fs.features, checkpoint=ckpt, knn_cache=path.parent / ".knn")
             else:
                 est.fit(fs.features)
             est.fit_info_.update(

@@ -189,6 +189,25 @@ def test_tldr_keeps_neighbourhoods_at_least_as_well_as_pca_whitening():
         assert recall_at_k(tl, truth, k) >= recall_at_k(untrained, truth, k) + 0.05
 
 
+def test_knn_cache_is_shared_by_fits_at_other_dimensions(tmp_path, monkeypatch):
+    import cog.tldr
+
+    X = blobs()
+    calls = []
+    real = cog.tldr.knn_graph
+    monkeypatch.setattr(cog.tldr, "knn_graph", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a = TLDR(n_components=4, **SMALL).fit(X, knn_cache=tmp_path)
+    b = TLDR(n_components=6, **SMALL).fit(X, knn_cache=tmp_path)
+    assert len(calls) == 1 and np.array_equal(a.neighbors_, b.neighbors_)
+    TLDR(n_components=4, n_neighbors=3, **SMALL).fit(X, knn_cache=tmp_path)  # other k
+    TLDR(n_components=4, **SMALL).fit(X[:200], knn_cache=tmp_path)  # other data
+    assert len(calls) == 3 and len(list(tmp_path.glob("knn_*.npy"))) == 3
+    for f in tmp_path.glob("knn_*.npy"):  # a damaged file is recomputed, never trusted
+        f.write_bytes(b"broken")
+    c = TLDR(n_components=4, **SMALL).fit(X, knn_cache=tmp_path)
+    assert len(calls) == 4 and np.array_equal(c.neighbors_, a.neighbors_)
+
+
 @pytest.mark.parametrize("encoder", ["linear", "factorized", "mlp"])
 def test_tldr_save_load_round_trip_and_load_projection(tmp_path, encoder):
     X = blobs()
