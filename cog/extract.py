@@ -38,7 +38,7 @@ from tqdm import tqdm
 import cog
 from cog import CogError
 from cog.data import ImageList, dataset_images, decode_image
-from cog.io import cog_home, sha256_file
+from cog.io import cog_home
 
 DTYPES = ("float16", "float32")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -525,15 +525,9 @@ def _extract(
         if meta.get("precision") != prec:
             # never merge segments of two precisions (e.g. started on a GPU in bf16, resumed
             # on a CPU in fp32): the cache would record one and hold both
-            diff.append(
-                f"precision: {meta.get('precision')} here, {prec} "
-                + (
-                    "asked"
-                    if asked
-                    else f"chosen for {dev.type}; --precision "
-                    f"{meta.get('precision')} finishes it as started"
-                )
-            )
+            started = meta.get("precision")
+            how = f"chosen for {dev.type}; --precision {started} finishes it as started"
+            diff.append(f"precision: {started} here, {prec} {'asked' if asked else how}")
         if diff:
             raise _stale_error(parts, diff, "a partial extraction")
     d.barrier()
@@ -873,29 +867,19 @@ def project_features(
 ) -> Path:
     """Write the cache of a composite card: `cog.tldr.load_projection(card.projection.path)`
     applied chunk by chunk to the base model's cache `base` (no image is decoded)."""
+    from cog import zoo
     from cog.features import open_features
     from cog.tldr import load_projection
 
     out = Path(out)
     proj = card.projection
     field = proj.get if isinstance(proj, dict) else lambda k: getattr(proj, k, None)
-    proj_path = Path(str(field("path"))).expanduser()
-    if not proj_path.is_file():
-        raise CogError(
-            f"{proj_path}: projection of {card.name!r} not found; rerun cog-tldr "
-            "or fix projection.path in its card"
-        )
-    proj_sha = sha256_file(proj_path)
-    if field("sha256") and field("sha256") != proj_sha:
-        raise CogError(
-            f"{proj_path}: sha256 {proj_sha} differs from the {field('sha256')} recorded in "
-            f"{card.name!r}'s card ({getattr(card, 'source_file', None)}): the projection file "
-            "changed; refit it "
-            "with cog-tldr fit (which rewrites the card)"
-        )
+    proj_path, proj_sha = zoo.projection_file(
+        card.name, card.source_file, field("path"), field("sha256")
+    )
     with open_features(base) as fs:
         attrs = _existing_attrs(Path(base)) or {}
-        fitted_on = (getattr(card, "training", None) or {}).get("base_weights_sha256")
+        fitted_on = (card.training or {}).get("base_weights_sha256")
         if fitted_on and str(attrs.get("weights_sha256")) != str(fitted_on):
             raise CogError(
                 f"{card.name}: its projection was fitted on {card.base} features of weights "

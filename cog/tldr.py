@@ -129,13 +129,16 @@ def load_matrix(X: Any, name: str | None = None, *, progress: bool = False) -> n
     return out
 
 
-def _graph_ok(path: Path, n: int, k: int) -> bool:
-    """A cached kNN graph is used only when it reads back whole, with the expected shape."""
+def _cached_graph(path: Path | None, n: int, k: int) -> np.ndarray | None:
+    """A cached kNN graph, used only when it reads back whole with the expected shape."""
+    if path is None or not path.is_file():
+        return None
     try:
-        g = np.load(path, mmap_mode="r")
+        g = np.load(path)
     except (OSError, ValueError):
-        return False
-    return g.shape == (n, k) and int(g.min()) >= 0 and int(g.max()) < n
+        return None
+    ok = g.shape == (n, k) and int(g.min()) >= 0 and int(g.max()) < n
+    return g.astype(np.int64) if ok else None
 
 
 def _fingerprint(X: np.ndarray) -> str:
@@ -662,10 +665,11 @@ class TLDR(_Projector):
         data = torch.from_numpy(Xf).to(device)
         t_knn = time.perf_counter()
         graph_file = self._knn_file(knn_cache, Xf)
+        cached = None if state is not None else _cached_graph(graph_file, n, k)
         if state is not None:
             nbrs = torch.as_tensor(state["neighbors"]).long()
-        elif graph_file is not None and _graph_ok(graph_file, n, k):
-            nbrs = torch.from_numpy(np.load(graph_file).astype(np.int64))
+        elif cached is not None:
+            nbrs = torch.from_numpy(cached)
         else:
             graph = knn_graph(
                 data,

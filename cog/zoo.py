@@ -1048,8 +1048,8 @@ def load(
         if source is not None:
             converters = [source.converter or card.converter]
         else:  # a local file may be any of the card's releases: try each one's converter
-            converters = list(dict.fromkeys([card.converter, *(w.converter for w in card.weights)]))
-            converters = [c for c in converters if c]
+            names = (card.converter, *(w.converter for w in card.weights))
+            converters = list(dict.fromkeys(c for c in names if c))
         _load_converted(net, card, path, source, converters)
     # timm's pre-logits width (VGG's fc7: 4096) differs from num_features (its 512 channels)
     declared = next(
@@ -1100,20 +1100,32 @@ def _load_converted(
     raise CogError(f"{path}: no release layout of {card.name!r} fits this file:\n{reasons}")
 
 
+def projection_file(
+    name: str, source_file: str | None, path: str | Path, sha256: str | None
+) -> tuple[Path, str]:
+    """A composite card's projection file and its sha256, checked against the card (shared
+    by `load` and the feature projection of cog.extract)."""
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise CogError(
+            f"{p}: projection of {name!r} not found ({source_file}); rerun cog-tldr or fix "
+            "projection.path in its card"
+        )
+    digest = file_sha256(p)
+    if sha256 and digest != sha256:
+        raise CogError(
+            f"{p}: sha256 {digest} differs from the {sha256} recorded in {name!r}'s card "
+            f"({source_file}): the projection file changed; refit it with cog-tldr fit "
+            "(which rewrites the card)"
+        )
+    return p, digest
+
+
 def _load_composite(card: ModelCard, checkpoint, random_init: bool, dev: torch.device) -> Backbone:
     base = load(card.base, checkpoint=checkpoint, random_init=random_init, device=str(dev))
-    proj_path = Path(card.projection.path).expanduser()
-    if not proj_path.is_file():
-        raise CogError(
-            f"{proj_path}: projection of {card.name!r} not found ({card.source_file});"
-            " rerun cog-tldr or fix projection.path"
-        )
-    digest = file_sha256(proj_path)
-    if card.projection.sha256 and digest != card.projection.sha256:
-        raise CogError(
-            f"{proj_path}: sha256 {digest} differs from the card's "
-            f"{card.projection.sha256} ({card.source_file}); the projection changed"
-        )
+    proj_path, digest = projection_file(
+        card.name, card.source_file, card.projection.path, card.projection.sha256
+    )
     from cog.tldr import load_projection
 
     proj = load_projection(proj_path).eval()

@@ -23,6 +23,7 @@ from PIL import Image
 import cog
 from cog import CogError
 from cog import extract as ex
+from cog import zoo as real_zoo
 from cog.data import dataset_images
 from cog.extract import cache_path, ensure_features, extract, project_features
 from cog.features import open_features
@@ -271,6 +272,7 @@ def fake_zoo(monkeypatch, tmp_path):
         loads=loads,
         cached_weights_sha256=lambda card: None,  # no trained weights on disk
         file_sha256=sha256_file,
+        projection_file=real_zoo.projection_file,
     )
     tldr = types.SimpleNamespace(load_projection=load_projection)
     for name, mod in (("zoo", zoo), ("tldr", tldr)):
