@@ -757,6 +757,57 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
 # --------------------------------------------------------------------------------------
 
 
+def fit_l2(
+    X: Any,
+    y: Any,
+    l2: float,
+    *,
+    device: str = "cpu",
+    tol: float = 1e-8,
+    max_iter: int = 1000,
+    history_size: int = 20,
+) -> dict[str, Any]:
+    """The fast solver at one fixed L2 strength on all rows (no validation, no path).
+
+    Minimises mean cross-entropy + l2/2 ||W||^2 with W acting on standardised L2-normalised
+    features and an unpenalised bias: scikit-learn's LogisticRegression at C = 1 / (l2 * n)
+    on the same standardised rows. Returns W, b (standardised space), mu, inv (the
+    standardisation), coef/intercept (on L2-normalised rows), the objective and iterations;
+    the parity test and benchmarks/bench_sklearn.py compare it with scikit-learn."""
+    if not l2 > 0:
+        raise CogError(f"l2 must be positive, got {l2!r}")
+    dev = resolve_device(device)
+    store = load_features(X, dev, "float32")
+    y = check_labels(y, store.n)
+    classes, y_enc = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise CogError(f"{store.source}: labels hold {len(classes)} class; need two")
+    idx = torch.arange(store.n, device=dev)
+    y_t = torch.from_numpy(y_enc).to(dev)
+    with _matmul_precision("highest"):
+        mu, inv = store.stats()
+        obj = _Objective(store, idx, y_t, mu, inv, len(classes))
+        W = torch.zeros((len(classes), store.dim), device=dev)
+        b = torch.zeros(len(classes), device=dev)
+        gtol = tol * obj.max_grad(W, b)
+        n_iter, n_eval = _lbfgs(obj, W, b, float(l2), max_iter, gtol, history_size)
+        loss, _, _ = obj(W, b)
+    coef, icpt = _effective(W, b, mu, inv)
+    return {
+        "classes": classes,
+        "W": W,
+        "b": b,
+        "mu": mu,
+        "inv": inv,
+        "coef": coef,
+        "intercept": icpt,
+        "objective": loss + 0.5 * float(l2) * float((W.double() ** 2).sum()),
+        "n_iter": n_iter,
+        "n_eval": n_eval,
+    }
+
+
+
 @contextlib.contextmanager
 def _matmul_precision(value: str) -> Iterator[None]:
     """Set torch's float32 matmul precision for the block, then restore it."""

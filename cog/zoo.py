@@ -633,6 +633,11 @@ def verify_sha256(path: Path, source: WeightSource, card: ModelCard) -> str:
     """Check a cached/downloaded file against the card's sha256 (or torch hub hash prefix)."""
     digest = file_sha256(path)
     expected = source.sha256 or source.hash_prefix
+    if not expected:  # the sha256 `cog-models fetch` recorded in $COG_HOME/weights.lock
+        from cog.fetch import check_lock
+
+        if check_lock(path, source, card.name, digest):
+            return digest
     if not expected and str(path) not in _UNCHECKED_WARNED:
         _UNCHECKED_WARNED.add(str(path))
         print(

@@ -295,3 +295,48 @@ def test_matmul_precision_is_restored(data):
     assert torch.get_float32_matmul_precision() == before
     with pytest.raises(CogError, match="matmul_precision"):
         LogRegProbe(matmul_precision="tf32").fit(Xtr, ytr)
+
+
+# ---------------------------------------------------------------- parity with scikit-learn
+
+
+def _objective64(Z, y, W, b, lam):
+    """Mean cross-entropy + lam/2 ||W||^2 in float64 (the objective both solvers minimise)."""
+    z = Z @ W.T + b
+    z = z - z.max(1, keepdims=True)
+    lse = np.log(np.exp(z).sum(1))
+    return float((lse - z[np.arange(len(y)), y]).mean() + 0.5 * lam * (W * W).sum())
+
+
+@pytest.mark.parametrize("lam", [1e-2, 1e-3])
+def test_fast_solver_reaches_sklearn_lbfgs_objective_at_equivalent_c(lam):
+    from sklearn.linear_model import LogisticRegression
+
+    Xtr, ytr = blobs(n_classes=6, per=150, d=24, sep=0.5, seed=3)
+    Xte, yte = blobs(n_classes=6, per=400, d=24, sep=0.5, seed=3)
+    Xte = np.abs(Xte + np.random.default_rng(4).normal(size=Xte.shape).astype(np.float32))
+    fit = probe.fit_l2(Xtr, ytr, lam, device="cpu", tol=1e-9, max_iter=5000)
+
+    def standardised(X):
+        Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+        return (Xn - fit["mu"].double().numpy()) * fit["inv"].double().numpy()
+
+    Z, Zte = standardised(Xtr.astype(np.float64)), standardised(Xte.astype(np.float64))
+    # sklearn: C * sum(CE) + 1/2 ||W||^2 (intercept unpenalised) = C n (mean CE + lam/2 ||W||^2)
+    sk = LogisticRegression(C=1.0 / (lam * len(ytr)), tol=1e-12, max_iter=20000).fit(Z, ytr)
+    ours = _objective64(Z, ytr, fit["W"].double().numpy(), fit["b"].double().numpy(), lam)
+    theirs = _objective64(Z, ytr, sk.coef_, sk.intercept_, lam)
+    assert abs(ours - theirs) / abs(theirs) <= 1e-6, (ours, theirs)
+    assert abs(fit["objective"] - ours) / ours < 1e-5  # the solver reports what it reached
+    pred = fit["classes"][(Zte @ fit["W"].double().numpy().T + fit["b"].numpy()).argmax(1)]
+    agree = float((pred == sk.predict(Zte)).mean())
+    assert agree >= 0.999, agree
+    # a weaker solve (few iterations) is measurably off: the check can fail
+    rough = probe.fit_l2(Xtr, ytr, lam, device="cpu", tol=1e-9, max_iter=2)
+    w, b = rough["W"].double().numpy(), rough["b"].double().numpy()
+    assert (_objective64(Z, ytr, w, b, lam) - theirs) / theirs > 1e-6
+
+
+def test_fit_l2_rejects_bad_strength():
+    with pytest.raises(CogError, match="l2 must be positive"):
+        probe.fit_l2(*blobs(), 0.0)

@@ -1,4 +1,5 @@
-"""cog-models: list the model zoo, show a card, and check that a checkpoint loads strictly.
+"""cog-models: list the model zoo, show a card, check that a checkpoint loads strictly, and
+fetch weights ahead of a run.
 
 `check` converts the checkpoint with the card's converter, loads it strictly (every
 architecture tensor filled, no stray keys besides the card's documented heads), runs one
@@ -41,6 +42,21 @@ def parser() -> argparse.ArgumentParser:
         help="random weights (smoke test of the architecture only)",
     )
     check.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    fetch = sub.add_parser(
+        "fetch",
+        help="download and verify every weight file the cards need (resumes broken transfers; "
+        "records files without a published checksum in $COG_HOME/weights.lock)",
+    )
+    fetch.add_argument("names", nargs="*", help="model names, aliases or patterns ('dino_*')")
+    fetch.add_argument("--group", help="every model of this group: sup, a, s, r, d, local")
+    fetch.add_argument("--all", action="store_true", help="every model of the zoo")
+    fetch.add_argument(
+        "--offline",
+        action="store_true",
+        help="never touch the network (also COG_OFFLINE=1 / HF_HUB_OFFLINE=1): check the "
+        "caches and name the missing files",
+    )
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -131,6 +147,27 @@ def cmd_check(name: str, checkpoint: Path | None, random_init: bool, device: str
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from cog import CogError
+    from cog.fetch import fetch
+    from cog.batch import select_models
+
+    if not (args.names or args.group or args.all):
+        raise CogError("cog-models fetch: name models, or pass --group G or --all")
+    names = select_models(args.names, group=args.group, everything=args.all)
+    results = fetch(names, offline=args.offline, progress=not args.no_progress)
+    for r in results:
+        if r.status == "failed":
+            print(f"FAILED  {r.model}: {r.error}")
+        else:
+            print(f"{r.status:<10} {r.model}  {r.path}  sha256 {r.sha256} ({r.check})")
+    failed = [r.model for r in results if r.status == "failed"]
+    print(f"{len(results) - len(failed)} ok, {len(failed)} failed" + (
+        f": {', '.join(failed)}" if failed else ""
+    ))
+    return 2 if failed else 0
+
+
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
@@ -138,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_list(args.group, args.names)
     if args.cmd == "show":
         return cmd_show(args.name)
+    if args.cmd == "fetch":
+        return cmd_fetch(args)
     return cmd_check(args.name, args.checkpoint, args.random_init, args.device)
 
 
