@@ -74,7 +74,10 @@ def cog_probe(Xtr, ytr, Xte, yte, seed: int, device: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sets", default="easy-100c-512d,medium-100c-256d,hard-300c-1024d,many-100c-512d,long-10c-128d")
+    ap.add_argument(
+        "--sets",
+        default="easy-100c-512d,medium-100c-256d,hard-300c-1024d,many-100c-512d,long-10c-128d",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch/BLAS threads (0: default)")
     ap.add_argument("--seed", type=int, default=22)

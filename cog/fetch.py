@@ -143,12 +143,12 @@ def download(url: str, target: Path, *, progress: bool = True, retries: int = RE
                     disable=not progress,
                     leave=False,
                 ) as bar,
-            ):
-                with contextlib.suppress(OSError, ConnectionError):  # a cut: resume below
-                    while block := resp.read(CHUNK):
-                        f.write(block)
-                        got += len(block)
-                        bar.update(len(block))
+                contextlib.suppress(OSError, ConnectionError),
+            ):  # a cut: resume below
+                while block := resp.read(CHUNK):
+                    f.write(block)
+                    got += len(block)
+                    bar.update(len(block))
         if total is None or got == total:
             part.replace(target)
             return target

@@ -730,3 +730,148 @@ def test_undecodable_images_are_reported(prepared, capsys):
     assert rec["data"]["train"]["failed_images"] == 1
     assert rec["data"]["train"]["failed_examples"] == [list(bad[0])]
     assert rec["data"]["test"]["failed_images"] == 0
+
+
+# ---------------------------------------------------------------- several models and shards
+
+
+def test_select_models_names_aliases_patterns_groups_and_files(tmp_path):
+    from cog import zoo
+    from cog.batch import select_models
+
+    dino = select_models(["dino_*"])
+    assert dino == ["dino_resnet50", "dino_vitb16", "dino_vits16"]
+    assert select_models(["s-DINO", "dino_resnet50"]) == ["dino_resnet50"]  # alias, once
+    assert select_models([], group="d") == zoo.list_models("d") and len(zoo.list_models("d"))
+    f = tmp_path / "models.txt"
+    f.write_text("# paper models\ndino_vits16\n\n  dino_r50  # an alias\n")
+    assert select_models(["dino_vitb16"], file=f) == ["dino_vitb16", "dino_vits16", "dino_resnet50"]
+    with pytest.raises(CogError, match="matches no model"):
+        select_models(["nothing_like_this_*"])
+    with pytest.raises(CogError, match=r"unknown model 'dino_vitz16'.*did you mean"):
+        select_models(["dino_vitz16"])
+    with pytest.raises(CogError, match=r"--models-file .*no such file"):
+        select_models([], file=tmp_path / "nope.txt")
+
+
+def test_run_list_shards_cover_it_once():
+    from cog.batch import Unit, parse_shard, run_list, shard, shard_from_env
+
+    cfg = EvalConfig(model="", datasets=("in1k", "cog_l1"), few_shot=True, shots=(2, 1))
+    units = run_list(["a", "b"], cfg)
+    assert units[:3] == [
+        Unit("a", "in1k", "all", 0),
+        Unit("a", "in1k", "few-shot", 1),
+        Unit("a", "in1k", "few-shot", 2),
+    ]
+    assert len(units) == 2 * 2 * 3
+    for n in (1, 3, 5, 13):
+        parts = [shard(units, i, n) for i in range(n)]
+        assert [u for p in parts for u in p] == units
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    assert parse_shard("2/3") == (2, 3)
+    for bad in ("3/3", "1", "a/b", "0/0"):
+        with pytest.raises(CogError, match="--shard"):
+            parse_shard(bad)
+    assert shard_from_env({}) is None
+    assert shard_from_env({"RANK": "1", "WORLD_SIZE": "4"}) == (1, 4, "RANK/WORLD_SIZE")
+    slurm = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1"}
+    assert shard_from_env(slurm)[:2] == (2, 3)  # --array=1-3
+    with pytest.raises(CogError, match="RANK/WORLD_SIZE = 4/4"):
+        shard_from_env({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+@pytest.fixture
+def two_models(prepared, monkeypatch):
+    """tiny-cnn, tiny-bad (NaN features: fails in validation) and tiny-two in the stand-in zoo."""
+    import dataclasses
+
+    import cog.extract
+    import cog.zoo
+    from cog.synthetic import TinyCard
+
+    names = ["tiny-bad", "tiny-cnn", "tiny-two"]
+    real_ensure = cog.extract.ensure_features
+
+    def get_card(name):
+        if name not in names:
+            raise CogError(f"unknown model {name!r}")
+        return dataclasses.replace(TinyCard(), name=name)
+
+    def ensure_features(model, dataset, split, **kw):
+        p = prepared.cache_path(model, dataset, split, kw.get("cache_dir"))
+        if not p.exists():
+            write_cache(p, dataset, split)
+            import h5py
+
+            with h5py.File(p, "a") as f:
+                f.attrs["model"] = model
+                if model == "tiny-bad":
+                    f["features"][0, 0] = np.nan
+        return real_ensure(model, dataset, split, **kw)
+
+    monkeypatch.setattr(cog.zoo, "get_card", get_card)
+    monkeypatch.setattr(cog.zoo, "list_models", lambda group=None: list(names))
+    monkeypatch.setattr(cog.extract, "ensure_features", ensure_features)
+    return prepared
+
+
+def test_several_models_go_on_past_a_failure(two_models, capsys):
+    p = two_models
+    args = [*p.args[1:], "--random-init", "--datasets", "cog_l1", "--no-knn", "--no-report"]
+    code = main(["tiny-*", *args])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "error: tiny-bad:" in err and "NaN or inf" in err
+    assert "2 model(s) ok, 1 failed (tiny-bad+random-init)" in out
+    table = out[out.index("model ") :]
+    assert re.search(r"tiny-bad\+random-init\s+failed\s+0\s+-\s+-\s+\S*cog_l1_train", table)
+    assert re.search(r"tiny-two\+random-init\s+ok\s+1\s+-\s+\d+\.\d\d", table)
+    summary = json.loads((p.out / "eval_summary.json").read_text())
+    assert summary["failed"] == ["tiny-bad+random-init"]
+    assert summary["selected"] == ["tiny-bad", "tiny-cnn", "tiny-two"]
+    bad = json.loads((p.out / "runs" / "tiny-bad+random-init" / "failed.json").read_text())
+    assert "NaN or inf" in bad["error"] and bad["runs"][0]["dataset"] == "cog_l1"
+    lb = pd.read_csv(p.out / "leaderboard.csv", keep_default_na=False)
+    assert sorted(set(lb.model)) == ["tiny-cnn+random-init", "tiny-two+random-init"]
+    # nothing fails any more: exit 0, failed.json gone; the report runs by default
+    (p.cache / "tiny-bad").rename(p.tmp / "moved")
+    import h5py
+
+    for f in (p.tmp / "moved").glob("*.h5"):
+        with h5py.File(f, "a") as h:
+            h["features"][0, 0] = 1.0
+        p.cache.joinpath("tiny-bad").mkdir(exist_ok=True)
+        f.rename(p.cache / "tiny-bad" / f.name)
+    code = main(["tiny-bad", "tiny-cnn", *args[:-1], "--report"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert not (p.out / "runs" / "tiny-bad+random-init" / "failed.json").exists()
+    assert "cog-report on" in out and (p.out / "README.md").is_file()
+
+
+def test_shards_split_the_work_and_fill_the_leaderboard(two_models, capsys):
+    p = two_models
+    args = [
+        "tiny-cnn",
+        "tiny-two",
+        *p.args[1:],
+        "--random-init",
+        "--no-knn",
+        "--few-shot",
+        "--shots",
+        "1",
+    ]
+    one = p.tmp / "one"
+    assert main([*args, "--out", str(one)]) == 0
+    capsys.readouterr()
+    for i in range(3):
+        assert main([*args, "--shard", f"{i}/3"]) == 0
+        assert f"shard {i}/3 (--shard): 4 of 12 runs" in capsys.readouterr().out
+    assert sorted(f.name for f in p.out.glob("eval_summary*")) == [
+        f"eval_summary.shard-{i}-of-3.json" for i in range(3)
+    ]
+    drop = ["updated"]
+    a = pd.read_csv(one / "leaderboard.csv", keep_default_na=False).drop(columns=drop)
+    b = pd.read_csv(p.out / "leaderboard.csv", keep_default_na=False).drop(columns=drop)
+    pd.testing.assert_frame_equal(a, b)

@@ -7,6 +7,7 @@ import http.server
 import json
 import threading
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -20,8 +21,8 @@ SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
-    cut_once: set = set()
-    ranges: list = []
+    cut_once: ClassVar[set] = set()
+    ranges: ClassVar[list] = []
 
     def log_message(self, *a):
         pass

@@ -313,7 +313,7 @@ def test_fast_solver_reaches_sklearn_lbfgs_objective_at_equivalent_c(lam):
     from sklearn.linear_model import LogisticRegression
 
     Xtr, ytr = blobs(n_classes=6, per=150, d=24, sep=0.5, seed=3)
-    Xte, yte = blobs(n_classes=6, per=400, d=24, sep=0.5, seed=3)
+    Xte, _ = blobs(n_classes=6, per=400, d=24, sep=0.5, seed=3)
     Xte = np.abs(Xte + np.random.default_rng(4).normal(size=Xte.shape).astype(np.float32))
     fit = probe.fit_l2(Xtr, ytr, lam, device="cpu", tol=1e-9, max_iter=5000)
 

@@ -149,8 +149,8 @@ def cmd_check(name: str, checkpoint: Path | None, random_init: bool, device: str
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from cog import CogError
-    from cog.fetch import fetch
     from cog.batch import select_models
+    from cog.fetch import fetch
 
     if not (args.names or args.group or args.all):
         raise CogError("cog-models fetch: name models, or pass --group G or --all")
@@ -162,9 +162,10 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         else:
             print(f"{r.status:<10} {r.model}  {r.path}  sha256 {r.sha256} ({r.check})")
     failed = [r.model for r in results if r.status == "failed"]
-    print(f"{len(results) - len(failed)} ok, {len(failed)} failed" + (
-        f": {', '.join(failed)}" if failed else ""
-    ))
+    print(
+        f"{len(results) - len(failed)} ok, {len(failed)} failed"
+        + (f": {', '.join(failed)}" if failed else "")
+    )
     return 2 if failed else 0
 
 
