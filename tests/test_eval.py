@@ -875,3 +875,104 @@ def test_shards_split_the_work_and_fill_the_leaderboard(two_models, capsys):
     a = pd.read_csv(one / "leaderboard.csv", keep_default_na=False).drop(columns=drop)
     b = pd.read_csv(p.out / "leaderboard.csv", keep_default_na=False).drop(columns=drop)
     pd.testing.assert_frame_equal(a, b)
+
+
+def _cli_env(monkeypatch) -> dict:
+    import os
+
+    root = str(Path(__file__).resolve().parent.parent)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    monkeypatch.setenv("PYTHONPATH", env["PYTHONPATH"])  # submitit's local jobs inherit it
+    return env
+
+
+def test_three_shard_processes_and_a_submitit_job_match_one_process(
+    smoke, tmp_path, capsys, monkeypatch
+):
+    import subprocess
+    import sys
+
+    from cog import zoo
+
+    tmp, common, weights = smoke
+    zoo.register_card(
+        {**SMOKE_CARD, "name": "smoke_test_resnet_b", "weights": [{"path": str(weights)}]}
+    )
+    env = _cli_env(monkeypatch)
+    lists = [
+        "--levels",
+        str(tmp / "authors" / "cog_levels_mapping_file.pkl"),
+        "--splits",
+        str(tmp / "authors" / "cog_concepts_split_file.pkl"),
+    ]
+    args = [
+        "smoke_test_resnet*",
+        *common,
+        *lists,
+        "--seeds",
+        "22",
+        "--datasets",
+        "in1k,cog_l1",
+        "--few-shot",
+        "--shots",
+        "1",
+        "--no-knn",
+    ]
+    shards = tmp_path / "shards"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cog.cli.eval",
+                *args,
+                "--out",
+                str(shards),
+                "--shard",
+                f"{i}/3",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], logs
+    assert [
+        f"shard {i}/3 (--shard): {n} of 8 runs" in log
+        for i, (n, log) in enumerate(zip((2, 3, 3), logs, strict=True))
+    ] == [True] * 3
+    one = tmp_path / "one"
+    assert main([*args, "--out", str(one)]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    a = pd.read_csv(one / "leaderboard.csv", keep_default_na=False).drop(columns=["updated"])
+    b = pd.read_csv(shards / "leaderboard.csv", keep_default_na=False).drop(columns=["updated"])
+    assert len(a) == 2 * 2 * (4 + 2)  # models x datasets x (all: 4 metrics w/o kNN; N=1: 2)
+    pd.testing.assert_frame_equal(a, b)
+
+    # one submitit job (local executor) per model, waited for; then nothing left to submit
+    sub = tmp_path / "submitted"
+    job_args = [
+        "smoke_test_resnet",
+        *args[1:],
+        "--out",
+        str(sub),
+        "--submit",
+        "local",
+        "--time",
+        "10",
+        "--no-report",
+    ]
+    assert main(job_args) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "smoke_test_resnet: job " in out and "1 model(s) ok, 0 failed" in out
+    ids = json.loads((sub / "submitted.json").read_text())["jobs"]
+    assert list(ids) == ["smoke_test_resnet"] and (sub / "submitit").is_dir()
+    c = pd.read_csv(sub / "leaderboard.csv", keep_default_na=False).drop(columns=["updated"])
+    pd.testing.assert_frame_equal(c, a[a.model == "smoke_test_resnet"].reset_index(drop=True))
+    assert main(job_args) == 0
+    assert "every run is finished; not submitted" in capsys.readouterr().out
