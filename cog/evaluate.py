@@ -34,6 +34,7 @@ from cog.leaderboard import (
     NO_PROTOCOL,
     PROTOCOLS,
     dataset_order,
+    identity_from_run,
     leaderboard_model_name,
     make_row,
     read_leaderboard,
@@ -738,6 +739,7 @@ def leaderboard_rows(rec: dict, out: Path) -> list[dict]:
         n_shot=rec["n_shot"],
         run=run,
         updated=rec.get("finished"),
+        **identity_from_run(rec),
     )
     seeds = [int(s) for s in rec["seeds"]]
     rows = [

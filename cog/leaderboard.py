@@ -5,6 +5,12 @@ Several `cog-eval` processes may finish at once, so every update takes an exclus
 sidecar `.<file>.lock` (fcntl.flock), re-reads the file, replaces the rows whose key it writes,
 and renames a temporary copy over the CSV: a reader never sees a half-written file and a writer
 never loses another writer's rows.
+
+Schema 2 (the `schema` column) adds what makes two rows comparable: the level set and split
+lists a CoG row was evaluated on (`<file name>@<12 hex of its sha256>`, `-` for in1k), the
+weights' sha256 and the preprocessing mode. A schema-1 file (no such columns) is upgraded on
+read from the run JSONs its rows name; a row whose run JSON is gone gets `unknown`, which
+cog-report never ranks with known level sets. A file from a newer schema is refused.
 """
 
 from __future__ import annotations
@@ -37,7 +43,17 @@ COLUMNS: tuple[str, ...] = (
     "run",
     "cog_version",
     "updated",
+    "schema",
+    "level_set",
+    "split_lists",
+    "weights_sha256",
+    "preprocess",
 )
+SCHEMA = 2
+V1_COLUMNS: tuple[str, ...] = COLUMNS[: COLUMNS.index("schema")]
+IDENTITY_COLUMNS: tuple[str, ...] = COLUMNS[COLUMNS.index("schema") :]
+UNKNOWN = "unknown"
+NOT_APPLICABLE = "-"
 KEY: tuple[str, ...] = ("model", "dataset", "setting", "n_shot", "metric", "protocol")
 SETTINGS = ("all", "few-shot")
 METRICS = ("top1", "top5", "knn_top1", "alignment", "uniformity")
@@ -49,7 +65,7 @@ GROUPS = ("sup", "a", "s", "r", "d", "local")
 # replace (or be mistaken for) the rows of the trained weights.
 RANDOM_INIT_SUFFIX = "+random-init"
 
-_INT_COLUMNS = ("n_shot", "n_seeds")
+_INT_COLUMNS = ("n_shot", "n_seeds", "schema")
 _FLOAT_COLUMNS = ("mean", "std")
 
 
@@ -109,6 +125,7 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
         raise CogError(
             f"{path}: not a readable leaderboard CSV ({e}); move it aside and re-run cog-eval"
         ) from None
+    df = upgrade(df, path)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise CogError(
@@ -135,6 +152,65 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
     return df[list(COLUMNS) + extra]
 
 
+def identity(record: Mapping | None) -> str:
+    """`<file name>@<first 12 hex of sha256>` of a run JSON's file record (levels, splits)."""
+    if not record or not record.get("sha256"):
+        return UNKNOWN
+    return f"{Path(str(record.get('path', 'file'))).name}@{str(record['sha256'])[:12]}"
+
+
+def identity_from_run(rec: Mapping) -> dict[str, str]:
+    """The schema-2 identity columns of a run JSON."""
+    data = rec.get("data") or {}
+    level = str(rec.get("dataset", "")) != "in1k"
+    train = data.get("train") or {}
+    return {
+        "level_set": identity(data.get("levels")) if level else NOT_APPLICABLE,
+        "split_lists": identity(data.get("splits")) if level else NOT_APPLICABLE,
+        "weights_sha256": str(rec.get("weights_sha256") or UNKNOWN),
+        "preprocess": str(train.get("mode") or UNKNOWN),
+    }
+
+
+def upgrade(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Bring a schema-1 frame (string columns) to the current schema; refuse newer ones."""
+    import json
+    import sys
+
+    if "schema" in df.columns:
+        bad = [v for v in df["schema"] if not str(v).isdigit() or int(v) > SCHEMA]
+        if bad:
+            raise CogError(
+                f"{path}: leaderboard schema {bad[0]!r}, this cog reads up to {SCHEMA}; "
+                "upgrade cog (or move the file aside)"
+            )
+        return df
+    if any(c in df.columns for c in IDENTITY_COLUMNS) or not all(
+        c in df.columns for c in V1_COLUMNS
+    ):
+        return df  # not a schema-1 file: the column check names what is missing
+    filled, unknown = [], 0
+    for run, dataset in zip(df["run"], df["dataset"], strict=True):
+        try:
+            rec = json.loads((path.parent / run).read_text())
+        except (OSError, ValueError):
+            rec = {"dataset": dataset}
+        ids = identity_from_run({**rec, "dataset": dataset})
+        unknown += UNKNOWN in ids.values()
+        filled.append(ids)
+    df = df.copy()
+    df["schema"] = str(SCHEMA)
+    for c in IDENTITY_COLUMNS[1:]:
+        df[c] = [f[c] for f in filled]
+    print(
+        f"note: {path}: upgraded from leaderboard schema 1 to {SCHEMA} ({len(df)} rows, "
+        f"identities read from their run JSONs; {unknown} row(s) marked {UNKNOWN!r}: their "
+        "run JSON is missing or predates the record; re-run cog-eval for them)",
+        file=sys.stderr,
+    )
+    return df
+
+
 def _fmt_float(x: float) -> str:
     return repr(round(float(x), 6))
 
@@ -152,6 +228,10 @@ def make_row(
     seeds: Sequence[int | str] | None,
     run: str,
     updated: str | None = None,
+    level_set: str = UNKNOWN,
+    split_lists: str = UNKNOWN,
+    weights_sha256: str = UNKNOWN,
+    preprocess: str = UNKNOWN,
 ) -> dict:
     """A leaderboard row: mean and population std of `values` (one per seed), validated."""
     if setting not in SETTINGS:
@@ -192,6 +272,11 @@ def make_row(
         "run": run,
         "cog_version": __version__,
         "updated": updated or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "schema": SCHEMA,
+        "level_set": NOT_APPLICABLE if dataset == "in1k" else level_set,
+        "split_lists": NOT_APPLICABLE if dataset == "in1k" else split_lists,
+        "weights_sha256": weights_sha256,
+        "preprocess": preprocess,
     }
 
 
@@ -238,3 +323,46 @@ def update_leaderboard(path: str | Path, rows: Iterable[Mapping]) -> pd.DataFram
         with atomic_write(path, newline="", encoding="utf-8") as f:
             merged[cols].to_csv(f, index=False)
     return merged[cols]
+
+
+def level_set_key(row: Mapping) -> str:
+    """What a CoG row must share with another to be ranked beside it."""
+    return f"levels {row['level_set']}, splits {row['split_lists']}"
+
+
+def one_level_set(lb: pd.DataFrame, wanted: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the CoG rows of one level set (and split lists), plus every in1k row.
+
+    `wanted` (a file name or sha256 prefix) picks it; by default the level set most models
+    were evaluated on, a known one before `unknown`. Returns the kept rows and one line per
+    left-out level set, saying which rows and how to report them."""
+    for c in ("level_set", "split_lists"):
+        if c not in lb.columns:
+            lb = lb.assign(**{c: UNKNOWN})
+    levels = lb["dataset"] != "in1k"
+    keys = pd.Series("", index=lb.index)
+    keys[levels] = [level_set_key(r) for _, r in lb.loc[levels].iterrows()]
+    groups = {k: sorted(set(lb.loc[keys == k, "model"])) for k in dict.fromkeys(keys[levels])}
+    if wanted is not None:
+        hits = [k for k in groups if wanted in k]
+        if len(hits) != 1:
+            raise CogError(
+                f"--level-set {wanted!r} matches {len(hits)} of the leaderboard's level sets "
+                f"({'; '.join(groups) or 'none'}); give a file name or sha256 prefix of one"
+            )
+        chosen = hits[0]
+    elif len(groups) <= 1:
+        return lb, []
+    else:
+        chosen = max(
+            groups,
+            key=lambda k: (UNKNOWN not in k, len(groups[k]), int((keys == k).sum()), k),
+        )
+    notes = [
+        f"{k}: {int((keys == k).sum())} row(s) of {', '.join(models)} are not ranked with "
+        f"{chosen} (other levels or splits are other tasks); --level-set "
+        f"'{k.split(' ', 2)[1].rstrip(',')}' reports them"
+        for k, models in groups.items()
+        if k != chosen
+    ]
+    return lb.loc[~levels | (keys == chosen)].copy(), notes

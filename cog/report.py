@@ -35,6 +35,7 @@ import pandas as pd
 import cog
 from cog import CogError
 from cog.io import atomic_write
+from cog.leaderboard import IDENTITY_COLUMNS, UNKNOWN, one_level_set, upgrade
 
 LEVEL_COLORS = ("#1b9e77", "#66a61e", "#e6ab02", "#d95f02", "#7570b3", "#e7298a", "#a6761d")
 
@@ -163,9 +164,13 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
             f"{path}: missing column(s) {missing}; a leaderboard has the columns of "
             "docs/design.md (written by cog-eval)"
         )
+    df = upgrade(df, path)  # a schema-1 leaderboard gets its identity columns
     for c in OPTIONAL_COLUMNS:
         if c not in df.columns:
             df[c] = ""
+    for c in IDENTITY_COLUMNS[1:]:
+        if c not in df.columns:
+            df[c] = UNKNOWN
     for c in ("n_shot", *NUMERIC_COLUMNS):
         num = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
         bad = num.isna() & (df[c] != "") if c == "std" else num.isna()  # std may be blank
@@ -906,11 +911,13 @@ def make_report(
     metric: str = "top1",
     formats: Sequence[str] = ("png", "svg"),
     include_random_init: bool = False,
+    level_set: str | None = None,
 ) -> ReportResult:
     """Draw every figure and table from the leaderboard into `out` and regenerate `page`.
 
     Missing pieces are drawn with what exists and listed in `notes`; random-init rows are
-    left out (and listed in `excluded`) unless `include_random_init`."""
+    left out (and listed in `excluded`) unless `include_random_init`; CoG rows of level sets
+    other than `level_set` (default: the one most models used) are left out and listed."""
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise CogError(f"unknown figure format(s) {bad}; choose among png, svg, pdf")
@@ -918,7 +925,7 @@ def make_report(
     notes = mark_random_init(lb, runs)
     out = Path(out)
     random_models = sorted(set(lb.loc[lb["random_init"], "model"]))
-    excluded = []
+    lb, excluded = one_level_set(lb, level_set)  # rows of other level sets are never ranked
     if random_models and not include_random_init:
         excluded.append(
             "random-init weights (left out of figures and the ranking; --include-random-init "

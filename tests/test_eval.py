@@ -379,6 +379,13 @@ def test_full_run_writes_runs_and_leaderboard(prepared, capsys):
     assert row["seeds"] == "22;37" and row["mean"] == pytest.approx(np.mean(vals), abs=1e-4)
     assert row["run"] == f"runs/{model}/cog_l1_all_fast.json"
     assert (prepared.out / row["run"]).is_file()
+    # what makes rows comparable: level set, split lists, weights, preprocessing, schema
+    lv = sha256_file(prepared.tmp / "cog_levels_mapping_file.pkl")[:12]
+    sp = sha256_file(prepared.tmp / "cog_concepts_split_file.pkl")[:12]
+    assert row["level_set"] == f"cog_levels_mapping_file.pkl@{lv}" and row["schema"] == 2
+    assert row["split_lists"] == f"cog_concepts_split_file.pkl@{sp}"
+    assert (row["weights_sha256"], row["preprocess"]) == ("random-init", "fast")
+    assert set(lb.loc[lb.dataset == "in1k", "level_set"]) == {"-"}
     assert all(c[3] for c in prepared.calls) and len(prepared.calls) == 6
 
 

@@ -181,3 +181,54 @@ def test_cog_report_reads_what_we_write(tmp_path):
         "resnet50": False,
         rand: True,
     }
+
+
+def test_rows_carry_their_identity_and_schema_1_files_are_upgraded(tmp_path, capsys):
+    import json
+
+    from cog.leaderboard import IDENTITY_COLUMNS, SCHEMA, V1_COLUMNS, identity_from_run
+
+    rec = {
+        "dataset": "cog_l1",
+        "weights_sha256": "ab" * 32,
+        "data": {
+            "train": {"mode": "exact"},
+            "levels": {"path": "/x/levels.csv", "sha256": "0123456789abcdef" * 4},
+            "splits": {"path": "/x/cog_concepts_split_file.pkl", "sha256": "f" * 64},
+        },
+    }
+    ids = identity_from_run(rec)
+    assert ids == {
+        "level_set": "levels.csv@0123456789ab",
+        "split_lists": "cog_concepts_split_file.pkl@ffffffffffff",
+        "weights_sha256": "ab" * 32,
+        "preprocess": "exact",
+    }
+    row = _row(**ids)
+    assert row["schema"] == SCHEMA and row["level_set"] == "levels.csv@0123456789ab"
+    assert _row(dataset="in1k", **ids)["level_set"] == "-"  # in1k has no level set
+    # a schema-1 file: identities come from the run JSONs; a row without one is 'unknown'
+    path = tmp_path / "leaderboard.csv"
+    rows = [row, _row(model="gone")]
+    pd.DataFrame(rows)[list(V1_COLUMNS)].to_csv(path, index=False)
+    run = tmp_path / row["run"]
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps(rec))
+    df = read_leaderboard(path)
+    assert "upgraded from leaderboard schema 1 to 2" in capsys.readouterr().err
+    got = df.set_index("model")
+    assert got.loc["resnet50", "level_set"] == "levels.csv@0123456789ab"
+    assert (
+        got.loc["resnet50", "preprocess"] == "exact" and got.loc["gone", "level_set"] == "unknown"
+    )
+    assert list(df.columns) == list(COLUMNS) and set(IDENTITY_COLUMNS) <= set(df.columns)
+    update_leaderboard(path, [_row(model="new", **ids)])  # written back in the new schema
+    assert "schema" in pd.read_csv(path).columns
+    assert "upgraded" in capsys.readouterr().err
+    assert read_leaderboard(path).set_index("model").loc["gone", "level_set"] == "unknown"
+    assert "upgraded" not in capsys.readouterr().err
+    wrong = pd.read_csv(path)
+    wrong["schema"] = 9
+    wrong.to_csv(path, index=False)
+    with pytest.raises(CogError, match="leaderboard schema '9', this cog reads up to 2"):
+        read_leaderboard(path)

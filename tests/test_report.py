@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sys
 import types
@@ -473,3 +474,47 @@ def test_concept_path_reaches_the_nearest_seen_concept_through_the_lin_subsumer(
         start = reader.synset_from_pos_and_offset("n", int(row["wnid"][1:])).name()
         end = reader.synset_from_pos_and_offset("n", int(row["nearest_seen_wnid"][1:])).name()
         assert r["path"][0] == start and r["path"][-1] == end and r["subsumer"] in r["path"]
+
+
+def test_rows_of_other_level_sets_are_never_ranked_together(tmp_path, capsys):
+    lb = pd.read_csv(FIXTURE / "leaderboard.csv", dtype=str, keep_default_na=False)
+    ours, authors = "levels.csv@aaaaaaaaaaaa", "cog_levels_mapping_file.pkl@bbbbbbbbbbbb"
+    dino = lb["model"] == "dino_resnet50"
+    lb["schema"] = "2"
+    lb["level_set"] = np.where(lb["dataset"] == "in1k", "-", np.where(dino, authors, ours))
+    lb["split_lists"] = np.where(lb["dataset"] == "in1k", "-", "splits.csv@cccccccccccc")
+    lb["weights_sha256"], lb["preprocess"] = "0" * 64, "fast"
+    path = tmp_path / "leaderboard.csv"
+    lb.to_csv(path, index=False)
+    shutil.copytree(FIXTURE / "runs", tmp_path / "runs")
+    argv = ["--leaderboard", str(path), "--out", str(tmp_path / "f"), "--no-page"]
+    assert main([*argv, "--formats", "png"]) == 0
+    out = capsys.readouterr().out
+    ranked = out.split("ranking (average over levels):")[1].split("missing")[0]
+    # dino keeps its in1k rows (no level set there) but has no rank and no level
+    assert re.search(r"  - dino_resnet50 +nan  \(0 levels\)", ranked)
+    assert re.search(r" \d deit_small +\d+\.\d\d  \(5 levels\)", ranked)
+    assert f"left out: levels {authors}, splits splits.csv@cccccccccccc:" in out
+    assert "dino_resnet50 are not ranked with levels levels.csv@aaaaaaaaaaaa" in out
+    assert f"--level-set '{authors}' reports them" in out
+    # asked for, the other level set is ranked alone
+    assert main([*argv, "--formats", "png", "--level-set", "bbbbbbbb"]) == 0
+    ranked = capsys.readouterr().out.split("ranking (average over levels):")[1]
+    assert re.search(r" 1 dino_resnet50 +\d+\.\d\d  \(5 levels\)", ranked)
+    assert re.search(r"  - deit_small +nan  \(0 levels\)", ranked)
+    assert main([*argv, "--level-set", "zzz"]) == 2
+    assert "--level-set 'zzz' matches 0 of the leaderboard's level sets" in capsys.readouterr().err
+
+
+def test_schema_1_leaderboard_is_upgraded_not_misread(tmp_path, capsys):
+    lb = rp.read_leaderboard(FIXTURE / "leaderboard.csv")
+    assert "upgraded from leaderboard schema 1 to 2" in capsys.readouterr().err
+    # the fixture's run JSONs predate the level-set record: those rows are 'unknown'
+    cog_rows = lb[lb["dataset"] != "in1k"]
+    assert set(cog_rows["level_set"]) == {"unknown"} and set(cog_rows["schema"]) == {"2"}
+    assert set(lb.loc[lb["dataset"] == "in1k", "level_set"]) == {"-"}
+    newer = pd.read_csv(FIXTURE / "leaderboard.csv", dtype=str, keep_default_na=False)
+    newer["schema"] = "3"
+    newer.to_csv(tmp_path / "lb.csv", index=False)
+    with pytest.raises(CogError, match=r"lb\.csv: leaderboard schema '3', this cog reads up to 2"):
+        rp.read_leaderboard(tmp_path / "lb.csv")

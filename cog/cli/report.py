@@ -62,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
         help="figure formats",
     )
     p.add_argument(
+        "--level-set",
+        help="rank the CoG rows of this level set (file name or sha256 prefix of its levels "
+        "or splits; default: the one most models were evaluated on); rows of other level "
+        "sets are never ranked beside them",
+    )
+    p.add_argument(
         "--include-random-init",
         action="store_true",
         help="draw models evaluated with random weights too",
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         metric=args.metric,
         formats=args.formats,
         include_random_init=args.include_random_init,
+        level_set=args.level_set,
     )
     print(f"wrote {len(result.files)} files:")
     for f in result.files:
