@@ -19,6 +19,7 @@ import json
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +35,12 @@ from cog.probe import DEFAULT_L2_GRID, LogRegProbe, validation_split  # noqa: E4
 
 def sklearn_search(Xtr, ytr, Xte, yte, seed: int, grid=DEFAULT_L2_GRID) -> dict:
     """cog's protocol with scikit-learn as the solver: path on the tuning rows, refit."""
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
+    caught = warnings.catch_warnings(record=True)
+    seen = caught.__enter__()
+    warnings.simplefilter("always", ConvergenceWarning)
     t0 = time.perf_counter()
     classes, y = np.unique(ytr, return_inverse=True)
     tr, va = validation_split(y, seed)
@@ -55,9 +60,17 @@ def sklearn_search(Xtr, ytr, Xte, yte, seed: int, grid=DEFAULT_L2_GRID) -> dict:
     lam = best[0] * len(tr) / len(y)
     final = LogisticRegression(C=1.0 / (lam * len(y)), max_iter=100, tol=1e-4).fit(Z, y)
     fit_s = time.perf_counter() - t0
+    caught.__exit__(None, None, None)
+    unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in seen)
     Zte = (Xte / np.linalg.norm(Xte, axis=1, keepdims=True) - mu) * inv
     top1 = float((classes[final.predict(Zte)] == yte).mean())
-    return {"fit_s": round(fit_s, 3), "top1": top1, "best_l2": best[0], "path": path}
+    return {
+        "fit_s": round(fit_s, 3),
+        "top1": top1,
+        "best_l2": best[0],
+        "fits_at_max_iter": unconverged,  # of len(grid) + 1 fits (max_iter=100, tol=1e-4)
+        "path": path,
+    }
 
 
 def cog_probe(Xtr, ytr, Xte, yte, seed: int, device: str) -> dict:
