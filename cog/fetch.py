@@ -13,6 +13,7 @@ that changes under the same name is caught. Offline (`--offline`, `COG_OFFLINE=1
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import time
 import urllib.error
@@ -143,7 +144,7 @@ def download(url: str, target: Path, *, progress: bool = True, retries: int = RE
                     disable=not progress,
                     leave=False,
                 ) as bar,
-                contextlib.suppress(OSError, ConnectionError),
+                contextlib.suppress(OSError, http.client.HTTPException),
             ):  # a cut: resume below
                 while block := resp.read(CHUNK):
                     f.write(block)

@@ -807,7 +807,6 @@ def fit_l2(
     }
 
 
-
 @contextlib.contextmanager
 def _matmul_precision(value: str) -> Iterator[None]:
     """Set torch's float32 matmul precision for the block, then restore it."""

@@ -805,7 +805,12 @@ def two_models(prepared, monkeypatch):
             raise CogError(f"unknown model {name!r}")
         return dataclasses.replace(TinyCard(), name=name)
 
+    prepared.world_sizes = []
+
     def ensure_features(model, dataset, split, **kw):
+        import os
+
+        prepared.world_sizes.append(os.environ.get("WORLD_SIZE"))
         p = prepared.cache_path(model, dataset, split, kw.get("cache_dir"))
         if not p.exists():
             write_cache(p, dataset, split)
@@ -983,3 +988,28 @@ def test_three_shard_processes_and_a_submitit_job_match_one_process(
     pd.testing.assert_frame_equal(c, a[a.model == "smoke_test_resnet"].reset_index(drop=True))
     assert main(job_args) == 0
     assert "every run is finished; not submitted" in capsys.readouterr().out
+
+
+def test_slurm_array_environment_picks_the_shard(two_models, capsys, monkeypatch):
+    import os
+
+    p = two_models
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "3")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")  # --array=1-3: this is shard 1 of 3
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    args = ["tiny-cnn", "tiny-two", *p.args[1:], "--random-init", "--no-knn", "--report"]
+    assert main([*args, "--datasets", "cog_l1,cog_l2"]) == 0
+    out = capsys.readouterr().out
+    assert "shard 1/3 (SLURM_ARRAY_TASK_ID/COUNT): 1 of 4 runs" in out
+    assert "cog-report skipped in a shard" in out
+    lb = pd.read_csv(p.out / "leaderboard.csv", keep_default_na=False)
+    # runs: (cnn, l1), (cnn, l2), (two, l1), (two, l2); shard 1 of 3 holds [1:2]
+    assert set(zip(lb.model, lb.dataset, strict=True)) == {("tiny-cnn+random-init", "cog_l2")}
+    assert (p.out / "eval_summary.shard-1-of-3.json").is_file()
+    monkeypatch.delenv("SLURM_ARRAY_TASK_ID")
+    monkeypatch.setenv("RANK", "0")  # torchrun: shard 0 of WORLD_SIZE, extracting alone
+    assert main([*args, "--datasets", "cog_l1,cog_l2"]) == 0
+    assert "shard 0/3 (RANK/WORLD_SIZE): 1 of 4 runs" in capsys.readouterr().out
+    assert os.environ["WORLD_SIZE"] == "3"  # set to 1 only while the shard ran
+    assert set(p.world_sizes) == {"1"}  # the extractor never joined a torchrun group

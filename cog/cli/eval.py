@@ -10,6 +10,8 @@ sends one job per model to the cluster."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -191,6 +193,20 @@ def _is_batch(args: argparse.Namespace) -> bool:
     )
 
 
+@contextlib.contextmanager
+def _alone():
+    """WORLD_SIZE=1 while this process evaluates its shard (restored afterwards)."""
+    before = os.environ.get("WORLD_SIZE")
+    os.environ["WORLD_SIZE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("WORLD_SIZE", None)
+        else:
+            os.environ["WORLD_SIZE"] = before
+
+
 def _report(args: argparse.Namespace) -> int:
     from cog.cli.report import main as report_main
 
@@ -221,9 +237,6 @@ def run_batch(args: argparse.Namespace, cfg: EvalConfig) -> int:
         (i, n), where = parse_shard(args.shard), "--shard"
     elif (env := shard_from_env()) is not None and not args.submit:
         i, n, where = env
-        import os
-
-        os.environ["WORLD_SIZE"] = "1"  # each shard extracts on its own, not as a torchrun rank
         local = os.environ.get("LOCAL_RANK")
         if cfg.device == "auto" and local is not None:
             import torch
@@ -250,7 +263,8 @@ def run_batch(args: argparse.Namespace, cfg: EvalConfig) -> int:
         mine = shard(units, i, n)
         if n > 1:
             print(f"shard {i}/{n} ({where}): {len(mine)} of {len(units)} runs")
-        outcomes = run_units(cfg, mine)
+        with _alone():  # each shard extracts on its own, not as a torchrun rank
+            outcomes = run_units(cfg, mine)
         summary = Path(cfg.out) / (
             "eval_summary.json" if n == 1 else f"eval_summary.shard-{i}-of-{n}.json"
         )
