@@ -6,7 +6,8 @@ means every value cog computes can be checked with `Synset.lin_similarity`, and 
 builds can be written as an nltk `.dat` file.
 
 Sources: ImageNet image counts (a counts file or an ImageNet-21K root), the intrinsic IC of
-Seco, Veale & Hayes (2004) from the hyponym structure, and nltk-format `.dat` files.
+Seco, Veale & Hayes (2004) from the hyponym structure (counted in the pool's own hierarchy,
+or in all of WordNet), and nltk-format `.dat` files.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ IMAGE_EXTS = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
+class IcTree:
+    """The hierarchy an intrinsic IC counts hyponyms in: which nodes, and hypo(c) per node."""
+
+    what: str
+    members: np.ndarray  # bool per noun node: in the tree
+    hyponyms: np.ndarray  # per noun node: tree nodes strictly below it
+
+    @property
+    def size(self) -> int:
+        return int(self.members.sum())
+
+
+@dataclass
 class InformationContent:
     """Cumulative counts per noun node (aligned with a NounHierarchy) and their total."""
 
@@ -36,6 +50,8 @@ class InformationContent:
     counts: np.ndarray
     total: float
     description: str = ""
+    # intrinsic ICs only: the hierarchy the hyponyms were counted in
+    tree: IcTree | None = None
 
     @property
     def values(self) -> np.ndarray:
@@ -54,15 +70,19 @@ class InformationContent:
         return {"n": noun, "v": defaultdict(float)}
 
     def table(self, h: NounHierarchy, nodes: np.ndarray | None = None) -> pd.DataFrame:
-        nodes = np.arange(len(h)) if nodes is None else np.asarray(nodes)
-        return pd.DataFrame(
-            {
-                "wnid": [h.wnid(i) for i in nodes],
-                "synset": [h.names[i] for i in nodes],
-                "count": self.counts[nodes],
-                "ic": self.values[nodes],
-            }
-        )
+        """One row per node; intrinsic ICs add the node's hyponyms in the tree and its size."""
+        nodes = np.arange(len(h)) if nodes is None else np.asarray(nodes, dtype=np.int64)
+        cols = {
+            "wnid": [h.wnid(i) for i in nodes],
+            "synset": [h.names[i] for i in nodes],
+            "count": self.counts[nodes],
+            "ic": self.values[nodes],
+        }
+        if self.tree is not None:
+            cols["in_tree"] = self.tree.members[nodes]
+            cols["tree_hyponyms"] = self.tree.hyponyms[nodes]
+            cols["tree_size"] = self.tree.size
+        return pd.DataFrame(cols)
 
     def write_dat(self, h: NounHierarchy, path: str | Path) -> None:
         """Write an nltk-format IC file (readable by nltk's WordNetICCorpusReader)."""
@@ -74,17 +94,53 @@ class InformationContent:
                 f.write(f"{int(h.offsets[i])}n {float(self.counts[i])!r}{tag}\n")
 
 
-def intrinsic_ic(h: NounHierarchy) -> InformationContent:
-    """Seco et al. (2004): IC(c) = 1 - log(hypo(c) + 1) / log(N), N = number of noun synsets.
+def hypernym_closure(h: NounHierarchy, nodes: np.ndarray) -> np.ndarray:
+    """Bool mask: `nodes` and all their hypernyms and instance hypernyms, at any depth."""
+    mask = np.zeros(len(h), dtype=bool)
+    for i in np.asarray(nodes, dtype=np.int64):
+        mask[list(h.ancestors[i])] = True
+    return mask
 
-    hypo(c) counts distinct hyponyms and instance hyponyms at any depth. Stored as counts
-    exp(-IC) over a total of 1 so nltk reproduces the same IC.
+
+def seco_ic(tree: IcTree, name: str) -> InformationContent:
+    """Seco et al. (2004) over `tree`: IC(c) = 1 - log(hypo(c) + 1) / log(N), N = tree size.
+
+    hypo(c) counts the tree's nodes strictly below c; a node outside the tree has none, so
+    it gets IC 1 like a leaf. Stored as counts exp(-IC) over a total of 1, so nltk's
+    `lin_similarity` given `nltk_dict` reproduces the same IC.
     """
-    n = len(h)
-    ic = 1.0 - np.log(h.descendant_counts + 1.0) / np.log(n)
+    n = tree.size
+    if n < 2:
+        raise CogError(f"an intrinsic IC needs a tree of at least 2 nodes, got {n} ({tree.what})")
+    ic = 1.0 - np.log(tree.hyponyms + 1.0) / np.log(n)
     return InformationContent(
-        "intrinsic", np.exp(-ic), 1.0, f"Seco et al. 2004 intrinsic IC over {n} noun synsets"
+        name, np.exp(-ic), 1.0, f"Seco et al. 2004 intrinsic IC over {tree.what}", tree
     )
+
+
+def intrinsic_ic(
+    h: NounHierarchy, pool: np.ndarray, pool_name: str = "the pool"
+) -> InformationContent:
+    """Seco IC over the pool's own hierarchy: the pool synsets plus all their hypernyms.
+
+    Why the pool's tree rather than all of WordNet: over the ImageNet-21K fall 2011 pool
+    (23,546 nodes) this IC puts 99.8% of the official concepts in their official level when
+    their membership is given, against 91.6% when hyponyms are counted over all nouns.
+    """
+    members = hypernym_closure(h, pool)
+    below = np.zeros(len(h), dtype=np.int64)
+    for i in np.flatnonzero(members):
+        below[list(h.ancestors[i])] += 1  # every ancestor of a tree node is in the tree
+    what = f"the hierarchy of {pool_name} ({len(pool)} synsets + hypernyms = {members.sum()} nodes)"
+    return seco_ic(IcTree(what, members, below - members), "intrinsic")
+
+
+def intrinsic_wordnet_ic(h: NounHierarchy) -> InformationContent:
+    """Seco IC with hyponyms counted over every WordNet 3.0 noun synset."""
+    tree = IcTree(
+        f"all {len(h)} WordNet 3.0 noun synsets", np.ones(len(h), dtype=bool), h.descendant_counts
+    )
+    return seco_ic(tree, "intrinsic-wordnet")
 
 
 def counts_ic(

@@ -26,6 +26,7 @@ from cog.ic import (
     count_imagenet_root,
     counts_ic,
     intrinsic_ic,
+    intrinsic_wordnet_ic,
     read_ic_dat,
     read_image_counts,
 )
@@ -39,8 +40,12 @@ DEFAULT_POOL = SPLITS_DIR / "imagenet21k_fall11_wnids.txt"
 DEFAULT_OUT = SPLITS_DIR / "levels"
 MAPPING_FILE = "cog_levels_mapping_file.pkl"
 FILTERS = ("seen", "ancestors", "excluded", "min_images", "leaf")
-IC_SOURCES = ("intrinsic", "counts", "file")
-CUT_RULES = ("blocks", "bins")
+IC_SOURCES = ("intrinsic", "intrinsic-wordnet", "counts", "file")
+CUT_RULES = ("bins", "blocks")
+BINS_ROUNDING = (
+    "bin k of L (k = 0..L-1) holds ranks floor(k*N/L + 1/2) + 1 .. floor((k+1)*N/L + 1/2) "
+    "of the N ranked candidates (bin edges at k*N/L rounded half up)"
+)
 
 
 @dataclass
@@ -59,11 +64,12 @@ class LevelsConfig:
     min_images: int = 782
     exclude_subtrees: tuple[str, ...] = ("person.n.01",)
     exclude_file: Path | None = None
-    cut: str = "blocks"
+    cut: str = "bins"
     n_levels: int = 5
     level_size: int = 1000
     seed: int = 0
     wordnet: Path | None = None
+    compare_file: Path | None = None
 
     def validate(self) -> None:
         bad = [s for s in self.skip if s not in FILTERS]
@@ -95,6 +101,20 @@ class Step:
 
 
 @dataclass
+class LevelsComparison:
+    """How a build relates to an official level file (see `compare_with_official`)."""
+
+    per_level: pd.DataFrame  # one row per official level, then an "all" row
+    confusion: pd.DataFrame  # cog's levels against the official ones
+
+    def as_dict(self) -> dict:
+        return {
+            "per_level": self.per_level.to_dict(orient="records"),
+            "confusion": self.confusion.to_dict(orient="records"),
+        }
+
+
+@dataclass
 class LevelsResult:
     """A built set of levels, with everything needed to write and explain it."""
 
@@ -109,6 +129,8 @@ class LevelsResult:
     inputs: dict[str, dict] = field(default_factory=dict)
     wordnet_source: str = ""
     seconds: float = 0.0
+    bins: pd.DataFrame | None = None  # the rank bins of a `bins` cut
+    comparison: LevelsComparison | None = None
 
     @property
     def table(self) -> pd.DataFrame:
@@ -133,10 +155,12 @@ def _file_record(path: Path | None) -> dict | None:
 
 
 def _load_ic(
-    cfg: LevelsConfig, h: NounHierarchy, counts: dict[str, int] | None
+    cfg: LevelsConfig, h: NounHierarchy, pool: np.ndarray, counts: dict[str, int] | None
 ) -> InformationContent:
     if cfg.ic == "intrinsic":
-        return intrinsic_ic(h)
+        return intrinsic_ic(h, pool, Path(cfg.pool_file).name)
+    if cfg.ic == "intrinsic-wordnet":
+        return intrinsic_wordnet_ic(h)
     if cfg.ic == "file":
         return read_ic_dat(cfg.ic_file, h)  # type: ignore[arg-type]
     return counts_ic(h, counts or {}, smoothing=cfg.ic_smoothing)
@@ -149,6 +173,7 @@ def build_levels(
     t0 = time.perf_counter()
     cfg.validate()
     warnings: list[str] = []
+    official = read_levels(cfg.compare_file) if cfg.compare_file is not None else None
     seen_w = read_wnid_list(cfg.seen_file)
     pool_w = read_wnid_list(cfg.pool_file)
     if hierarchy is None:
@@ -232,7 +257,7 @@ def build_levels(
             "--level-size or --levels, or switch a filter off with --skip-filter"
         )
 
-    ic = _load_ic(cfg, h, counts)
+    ic = _load_ic(cfg, h, pool, counts)
     engine = LinEngine(h, ic)
     ms = engine.max_similarity(pool[eligible], seen, progress=progress)
     bad = ~np.isfinite(ms.similarity)
@@ -253,7 +278,8 @@ def build_levels(
     rank = np.zeros(len(pool), dtype=np.int64)
     rank[ranked] = np.arange(1, len(ranked) + 1)
     level = np.zeros(len(pool), dtype=np.int64)
-    for lv, members in enumerate(_cut(ranked, cfg, warnings), start=1):
+    cut, bins = _cut(ranked, cfg, warnings)
+    for lv, members in enumerate(cut, start=1):
         level[members] = lv
 
     cand = pd.DataFrame(
@@ -286,13 +312,18 @@ def build_levels(
         }.items()
         if rec is not None
     }
+    if cfg.compare_file is not None:
+        inputs["compare_file"] = _file_record(cfg.compare_file)
+    if bins is not None:
+        bins["max S"] = [float(sim[ranked[a - 1]]) for a in bins["first rank"]]
+        bins["min S"] = [float(sim[ranked[b - 1]]) for b in bins["last rank"]]
     if cfg.imagenet_root is not None:
         inputs["imagenet_root"] = {
             "path": str(Path(cfg.imagenet_root).resolve()),
             "synsets": len(counts or {}),
             "images": int(sum((counts or {}).values())),
         }
-    return LevelsResult(
+    result = LevelsResult(
         cfg,
         levels,
         cand,
@@ -303,16 +334,34 @@ def build_levels(
         warnings,
         inputs,
         h.source,
-        time.perf_counter() - t0,
+        bins=bins,
     )
+    if official is not None:
+        result.comparison = compare_with_official(
+            result, official, LinEngine(h, ic), seen, str(cfg.compare_file)
+        )
+    result.seconds = time.perf_counter() - t0
+    return result
 
 
 def _steps_line(steps: list[Step]) -> str:
     return ", ".join(f"{s.name}: {s.remaining}" for s in steps)
 
 
-def _cut(ranked: np.ndarray, cfg: LevelsConfig, warnings: list[str]) -> list[np.ndarray]:
-    """Cut the ranked eligible concepts into levels (`blocks` or `bins`, see protocol.md)."""
+def bin_edges(n: int, n_bins: int) -> list[int]:
+    """Edges of `n_bins` equal rank bins over n items: k*n/n_bins rounded half up."""
+    return [(2 * k * n + n_bins) // (2 * n_bins) for k in range(n_bins + 1)]
+
+
+def _cut(
+    ranked: np.ndarray, cfg: LevelsConfig, warnings: list[str]
+) -> tuple[list[np.ndarray], pd.DataFrame | None]:
+    """Cut the ranked eligible concepts into levels (`bins` or `blocks`, see protocol.md).
+
+    `bins`: the ranking is split into --levels equal rank bins (BINS_ROUNDING) and
+    --level-size concepts are drawn from each, without replacement, by a generator seeded
+    with --seed; every bin holds at least level-size since N >= levels x level-size.
+    """
     n, size = cfg.n_levels, cfg.level_size
     if cfg.cut == "blocks":
         spare = len(ranked) - n * size
@@ -320,16 +369,23 @@ def _cut(ranked: np.ndarray, cfg: LevelsConfig, warnings: list[str]) -> list[np.
             warnings.append(
                 f"blocks cut: the {spare} least similar eligible concepts are in no level"
             )
-        return [ranked[k * size : (k + 1) * size] for k in range(n)]
+        return [ranked[k * size : (k + 1) * size] for k in range(n)], None
     rng = np.random.default_rng(cfg.seed)
-    out = []
-    for k, b in enumerate(np.array_split(ranked, n)):
-        if len(b) < size:
-            raise CogError(
-                f"bins cut: bin {k + 1} holds {len(b)} concepts, fewer than --level-size {size}"
-            )
+    edges = bin_edges(len(ranked), n)
+    out, rows = [], []
+    for k in range(n):
+        b = ranked[edges[k] : edges[k + 1]]
         out.append(b[np.sort(rng.choice(len(b), size=size, replace=False))])
-    return out
+        rows.append(
+            {
+                "bin": f"L{k + 1}",
+                "first rank": edges[k] + 1,
+                "last rank": edges[k + 1],
+                "size": len(b),
+                "drawn": size,
+            }
+        )
+    return out, pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- reading level files
@@ -395,6 +451,60 @@ def compare_levels(rebuilt: list[list[str]], official: list[list[str]]) -> pd.Da
     return pd.DataFrame(rows)
 
 
+def compare_with_official(
+    result: LevelsResult,
+    official: list[list[str]],
+    engine: LinEngine,
+    seen: np.ndarray,
+    source: str = "official levels",
+) -> LevelsComparison:
+    """Per official level and overall: membership (in any of cog's levels), level agreement
+    (in cog's same level), agreement of cog's ranking given the official membership (the
+    official concepts sorted by cog's S and cut into blocks of the official sizes), and the
+    rank and similarity range the level occupies in cog's ranking.
+
+    Official concepts the filters dropped are scored too (same IC, same seen set), so the
+    given-membership agreement measures the ranking alone; they have no rank.
+    """
+    wnids = [w for lv in official for w in lv]
+    nodes = engine.h.lookup(wnids, source)
+    cand = result.candidates.set_index("wnid")
+    sim = cand["similarity"].reindex(wnids).to_numpy(dtype=float, na_value=np.nan).copy()
+    todo = np.isnan(sim)
+    if todo.any():
+        sim[todo] = engine.max_similarity(nodes[todo], seen).similarity
+    rank = cand["rank"].reindex(wnids).fillna(0).to_numpy(dtype=np.int64)
+    mine = cand["level"].reindex(wnids).fillna(0).to_numpy(dtype=np.int64)
+    theirs = np.repeat(np.arange(1, len(official) + 1), [len(lv) for lv in official])
+    key = np.where(np.isfinite(sim), -sim, np.inf)
+    given = np.empty(len(wnids), dtype=np.int64)
+    given[sorted(range(len(wnids)), key=lambda k: (key[k], wnids[k]))] = theirs
+
+    def row(name: str, sel: np.ndarray, same: np.ndarray) -> dict:
+        n, ranked = int(sel.sum()), rank[sel][rank[sel] > 0]
+        s = sim[sel]
+        counts = {
+            "membership": int((mine[sel] > 0).sum()),
+            "level agreement": int(same[sel].sum()),
+            "given membership": int((given[sel] == theirs[sel]).sum()),
+        }
+        out: dict = {"level": name, "official": n}
+        for k, v in counts.items():
+            out[k] = v
+            out[f"{k} %"] = round(100.0 * v / max(n, 1), 1)
+        out["rank min"] = int(ranked.min()) if len(ranked) else None
+        out["rank max"] = int(ranked.max()) if len(ranked) else None
+        out["unranked"] = n - len(ranked)
+        out["max S"] = round(float(np.nanmax(s)), 4) if n else None
+        out["min S"] = round(float(np.nanmin(s)), 4) if n else None
+        return out
+
+    same = mine == theirs
+    rows = [row(f"L{k}", theirs == k, same) for k in range(1, len(official) + 1)]
+    rows.append(row("all", np.ones(len(wnids), dtype=bool), same))
+    return LevelsComparison(pd.DataFrame(rows), compare_levels(result.levels, official))
+
+
 # ---------------------------------------------------------------- writing a build
 
 
@@ -412,17 +522,11 @@ def _versions() -> dict[str, str]:
     }
 
 
-def write_levels(
-    result: LevelsResult,
-    out_dir: str | Path,
-    official: list[list[str]] | None = None,
-    official_path: str | Path | None = None,
-) -> Path:
+def write_levels(result: LevelsResult, out_dir: str | Path) -> Path:
     """Write every output of a build into `out_dir`, atomically (all files or none)."""
     from cog.report import plot_level_similarity
 
     cfg = result.config
-    comparison = compare_levels(result.levels, official) if official is not None else None
     with atomic_output_dir(out_dir) as tmp:
         result.table.to_csv(tmp / "levels.csv", index=False, float_format="%.6f")
         result.candidates.to_csv(tmp / "candidates.csv", index=False, float_format="%.6f")
@@ -440,8 +544,9 @@ def write_levels(
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
             "inputs": result.inputs,
             "wordnet": {"version": "3.0", "source": result.wordnet_source},
-            "information_content": {"name": result.ic.name, "description": result.ic.description},
+            "information_content": _ic_record(result.ic),
             "steps": [asdict(s) for s in result.steps],
+            "cut": _cut_record(result),
             "warnings": result.warnings,
             "levels": [
                 {"level": k, "size": len(lv)} for k, lv in enumerate(result.levels, start=1)
@@ -449,11 +554,29 @@ def write_levels(
             "versions": _versions(),
             "seconds": round(result.seconds, 2),
         }
-        if official_path is not None:
-            provenance["compared_with"] = _file_record(Path(official_path))
+        if result.comparison is not None:
+            provenance["comparison"] = result.comparison.as_dict()
         (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
-        (tmp / "report.md").write_text(render_report(result, comparison, official_path))
+        (tmp / "report.md").write_text(render_report(result))
     return Path(out_dir)
+
+
+def _ic_record(ic: InformationContent) -> dict:
+    rec: dict = {"name": ic.name, "description": ic.description}
+    if ic.tree is not None:
+        rec["tree"] = {"what": ic.tree.what, "nodes": ic.tree.size}
+    return rec
+
+
+def _cut_record(result: LevelsResult) -> dict:
+    cfg = result.config
+    rec: dict = {"rule": cfg.cut, "levels": cfg.n_levels, "level_size": cfg.level_size}
+    if result.bins is not None:
+        rec["seed"] = cfg.seed
+        rec["generator"] = "numpy.random.default_rng(seed).choice per bin, no replacement"
+        rec["rounding"] = BINS_ROUNDING
+        rec["bins"] = result.bins.to_dict(orient="records")
+    return rec
 
 
 def _show(path: object) -> str:
@@ -489,11 +612,7 @@ def level_summary(result: LevelsResult) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_report(
-    result: LevelsResult,
-    comparison: pd.DataFrame | None = None,
-    official_path: str | Path | None = None,
-) -> str:
+def render_report(result: LevelsResult) -> str:
     """report.md: what was done to the pool, what each level holds, and any warnings."""
     cfg = result.config
     out = ["# ImageNet-CoG levels", ""]
@@ -507,7 +626,11 @@ def render_report(
         f"- image counts: `{_show(cfg.counts_file or cfg.imagenet_root or 'none')}`",
         f"- information content: {result.ic.name} ({result.ic.description})",
         f"- cut rule: `{cfg.cut}`, {cfg.n_levels} levels x {cfg.level_size} concepts"
-        + (f", seed {cfg.seed}" if cfg.cut == "bins" else ""),
+        + (
+            f", drawn from {cfg.n_levels} equal rank bins with seed {cfg.seed}"
+            if cfg.cut == "bins"
+            else ""
+        ),
         f"- WordNet 3.0 from `{result.wordnet_source}`",
         f"- built in {result.seconds:.1f} s",
         "",
@@ -534,6 +657,7 @@ def render_report(
         "",
         _md_table(level_summary(result)),
         "",
+        *_bins_section(result),
         "![Lin similarity per level](similarity.png)",
         "",
         "## Example concepts",
@@ -550,6 +674,37 @@ def render_report(
         ]
         out.append(f"- **L{k}**: " + "; ".join(ex))
     out.append("")
-    if comparison is not None:
-        out += [f"## Overlap with `{official_path}`", "", _md_table(comparison), ""]
+    if result.comparison is not None:
+        out += _comparison_section(result.comparison, cfg.compare_file)
     return "\n".join(out)
+
+
+def _bins_section(result: LevelsResult) -> list[str]:
+    if result.bins is None:
+        return []
+    return [
+        f"Bins cut: {BINS_ROUNDING}; {result.config.level_size} concepts drawn from each "
+        f"(numpy default_rng, seed {result.config.seed}). The bins and their similarity ranges:",
+        "",
+        _md_table(result.bins.round({"max S": 4, "min S": 4})),
+        "",
+    ]
+
+
+def _comparison_section(c: LevelsComparison, path: Path | None) -> list[str]:
+    return [
+        f"## Comparison with `{_show(path)}`",
+        "",
+        "Per official level: *membership*, its concepts in any of cog's levels; *level "
+        "agreement*, in cog's level of the same number; *given membership*, in the same "
+        "level when the official concepts are sorted by cog's S and cut into blocks of the "
+        "official sizes (the ranking alone); the range of cog ranks (among the eligible "
+        "candidates; *unranked*: dropped by a filter or not in the pool) and of S it spans.",
+        "",
+        _md_table(c.per_level),
+        "",
+        "cog's levels (rows) against the official ones (columns):",
+        "",
+        _md_table(c.confusion),
+        "",
+    ]

@@ -18,9 +18,7 @@ from cog.levels import (
     IC_SOURCES,
     LevelsConfig,
     build_levels,
-    compare_levels,
     level_summary,
-    read_levels,
     write_levels,
 )
 
@@ -62,8 +60,9 @@ def parser() -> argparse.ArgumentParser:
         "--ic",
         choices=IC_SOURCES,
         default="intrinsic",
-        help="information content: intrinsic (Seco et al. 2004), counts (image "
-        "counts) or file (--ic-file)",
+        help="information content: intrinsic (Seco et al. 2004, hyponyms counted in the "
+        "pool's hierarchy: the pool plus its hypernyms), intrinsic-wordnet (the same over all "
+        "WordNet nouns), counts (image counts) or file (--ic-file)",
     )
     p.add_argument("--ic-file", type=Path, help="nltk-format IC file, e.g. ic-brown-add1.dat")
     p.add_argument(
@@ -97,13 +96,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cut",
         choices=CUT_RULES,
-        default="blocks",
-        help="blocks: consecutive blocks of the ranking; bins: equal rank bins, "
-        "level-size sampled from each",
+        default="bins",
+        help="bins: the ranking cut into --levels equal rank bins (edges rounded half up), "
+        "--level-size drawn from each with --seed; blocks: consecutive blocks of the ranking",
     )
     p.add_argument("--levels", type=int, default=5, help="number of levels")
     p.add_argument("--level-size", type=int, default=1000, help="concepts per level")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed for --cut bins")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the draw from each bin (--cut bins)"
+    )
     p.add_argument(
         "--wordnet", type=Path, help="WordNet 3.0 dict folder (default: $COG_WORDNET, nltk, Debian)"
     )
@@ -114,7 +115,8 @@ def parser() -> argparse.ArgumentParser:
         "--compare",
         type=Path,
         metavar="OFFICIAL",
-        help="an official cog_levels_mapping_file.pkl (or levels.csv) to compare with",
+        help="an official cog_levels_mapping_file.pkl (or levels.csv): report membership, "
+        "level agreement, ranking agreement and the ranks each official level spans",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
@@ -144,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         level_size=args.level_size,
         seed=args.seed,
         wordnet=args.wordnet,
+        compare_file=args.compare,
     )
-    official = read_levels(args.compare) if args.compare else None
     result = build_levels(cfg, progress=not args.quiet)
     for w in result.warnings:
         print(f"WARNING: {w}", file=sys.stderr)
@@ -154,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         flag = "" if s.applied else "  (skipped)"
         print(f"  {s.name:<11} {s.remaining:>6}  -{s.removed:<6}{flag}")
     print(level_summary(result).to_string(index=False))
-    if official is not None:
-        print(f"overlap with {args.compare}:")
-        print(compare_levels(result.levels, official).to_string(index=False))
-    out = write_levels(result, args.out, official, args.compare)
+    if result.comparison is not None:
+        print(f"comparison with {args.compare}:")
+        print(result.comparison.per_level.to_string(index=False))
+    out = write_levels(result, args.out)
     print(
         f"wrote {out}/ (levels.csv, {len(result.levels)} levels, report.md) in "
         f"{result.seconds:.1f} s"
