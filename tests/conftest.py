@@ -34,3 +34,29 @@ def counts_path() -> Path:
     if not SHARED_COUNTS.is_file():
         pytest.skip(f"{SHARED_COUNTS} not found (the project's shared data folder)")
     return SHARED_COUNTS
+
+
+@pytest.fixture(scope="session")
+def toy_hierarchy():
+    """A hand-built noun tree (IC and Lin values in tests/test_ic.py and test_lin.py are
+    worked out by hand on it). Pool: cat, puppy, oak; fern is outside the pool's tree.
+
+        entity(0) ─┬─ animal(1) ─┬─ dog(3) ── puppy(5)
+                   │             └─ cat(4)
+                   ├─ plant(2) ──┬─ oak(7)
+                   │             └─ fern(8)
+                   └─ pet(6) ──────── puppy(5)   (two parents: dog and pet)
+    """
+    import numpy as np
+
+    from cog.wordnet import NounHierarchy
+
+    names = ["entity", "animal", "plant", "dog", "cat", "puppy", "pet", "oak", "fern"]
+    parents = [[], [0], [0], [1], [1], [3, 6], [0], [2], [2]]
+    return NounHierarchy(
+        offsets=np.arange(1, len(names) + 1, dtype=np.int64) * 1000,
+        names=[f"{n}.n.01" for n in names],
+        lemmas=names,
+        parents=parents,
+        source="hand-built",
+    )

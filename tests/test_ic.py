@@ -9,13 +9,60 @@ from cog.ic import (
     count_imagenet_root,
     counts_ic,
     intrinsic_ic,
+    intrinsic_wordnet_ic,
     read_ic_dat,
     read_image_counts,
 )
+from cog.io import read_wnid_list
+from cog.levels import DEFAULT_POOL
+
+TOY_POOL = ["cat.n.01", "puppy.n.01", "oak.n.01"]
 
 
-def test_intrinsic_ic_is_seco(hierarchy):
-    ic = intrinsic_ic(hierarchy).values
+def test_intrinsic_ic_counts_hyponyms_in_the_pool_tree_by_hand(toy_hierarchy):
+    h = toy_hierarchy
+    ic = intrinsic_ic(h, np.array([h.by_name(n) for n in TOY_POOL]), "toy")
+    # tree = pool + hypernyms = every node but fern: N = 8. hypo: entity 7, animal 3
+    # (dog, cat, puppy), plant 1 (oak; fern is outside), dog 1, pet 1, leaves 0.
+    # IC = 1 - ln(hypo + 1) / ln 8: entity 0, animal 1 - 2/3, plant/dog/pet 1 - 1/3.
+    expected = {
+        "entity": 0.0,
+        "animal": 1 / 3,
+        "plant": 2 / 3,
+        "dog": 2 / 3,
+        "pet": 2 / 3,
+        "cat": 1.0,
+        "puppy": 1.0,
+        "oak": 1.0,
+        "fern": 1.0,  # outside the tree: nothing below it, like a leaf
+    }
+    for name, value in expected.items():
+        assert ic.values[h.by_name(f"{name}.n.01")] == pytest.approx(value, abs=1e-12), name
+    assert ic.tree.size == 8 and not ic.tree.members[h.by_name("fern.n.01")]
+    assert "3 synsets + hypernyms = 8 nodes" in ic.description
+    t = ic.table(h).set_index("synset")
+    assert t.loc["plant.n.01", "tree_hyponyms"] == 1 and (t["tree_size"] == 8).all()
+    # the WordNet-wide variant counts fern too: N = 9, plant hypo 2, IC 1 - ln 3 / ln 9 = 1/2
+    wide = intrinsic_wordnet_ic(h)
+    assert wide.name == "intrinsic-wordnet" and wide.tree.size == 9
+    assert wide.values[h.by_name("plant.n.01")] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_intrinsic_ic_over_the_fall11_tree_matches_the_check_values(hierarchy):
+    h = hierarchy
+    pool = h.lookup(read_wnid_list(DEFAULT_POOL))
+    ic = intrinsic_ic(h, pool)
+    assert ic.tree.size == 23546
+    assert ic.values[h.by_name("dog.n.01")] == pytest.approx(0.478775, abs=1e-6)
+    assert ic.values[h.by_name("entity.n.01")] == pytest.approx(0.0, abs=1e-12)
+    leaves = ic.tree.members & (ic.tree.hyponyms == 0)
+    inner = {a for p in pool for a in h.ancestors[p] if a != p}
+    assert leaves.sum() == len(set(pool.tolist()) - inner)  # the tree's leaves: pool leaves
+    np.testing.assert_allclose(ic.values[leaves], 1.0)
+
+
+def test_intrinsic_wordnet_ic_is_seco_over_all_nouns(hierarchy):
+    ic = intrinsic_wordnet_ic(hierarchy).values
     h = hierarchy
     assert ic[h.by_name("entity.n.01")] == pytest.approx(0.0, abs=1e-12)
     leaves = h.descendant_counts == 0

@@ -1,5 +1,6 @@
 """The builder on the real ImageNet lists and the real fall 2011 image counts."""
 
+import json
 import pickle
 
 import numpy as np
@@ -10,15 +11,21 @@ from cog import CogError
 from cog.cli.build_levels import main
 from cog.io import read_wnid_list
 from cog.levels import (
+    DEFAULT_OUT,
     DEFAULT_POOL,
     DEFAULT_SEEN,
     MAPPING_FILE,
     LevelsConfig,
+    bin_edges,
     build_levels,
     compare_levels,
+    compare_with_official,
     read_levels,
     write_levels,
 )
+from cog.lin import LinEngine
+
+README = DEFAULT_OUT.parent.parent / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +40,32 @@ def test_filters_leave_the_documented_candidates(built):
     assert steps["leaf"].remaining == 5216  # protocol.md: 5,216 candidates
     assert all(s.applied for s in built.steps)
     assert [len(lv) for lv in built.levels] == [1000] * 5
-    assert any("216 least similar" in w for w in built.warnings)
+    assert built.config.cut == "bins" and not built.warnings
+    assert list(built.bins["size"]) == [1043, 1043, 1044, 1043, 1043]
+
+
+def test_bin_edges_round_half_up():
+    assert bin_edges(5216, 5) == [0, 1043, 2086, 3130, 4173, 5216]
+    assert bin_edges(10, 4) == [0, 3, 5, 8, 10]  # 2.5 -> 3, 7.5 -> 8
+    assert bin_edges(5000, 5) == [0, 1000, 2000, 3000, 4000, 5000]
+
+
+def test_default_build_matches_the_check_values(built, hierarchy):
+    h = hierarchy
+    assert built.ic.name == "intrinsic" and built.ic.tree.size == 23546
+    assert built.ic.values[h.by_name("dog.n.01")] == pytest.approx(0.478775, abs=1e-6)
+    s = built.candidates.set_index("wnid")["similarity"]
+    assert s["n01756089"] == pytest.approx(0.745205, abs=1e-6)  # prairie rattlesnake
+    assert s["n07920349"] == pytest.approx(0.744177, abs=1e-6)  # cappuccino, 0.7441765
+    ranges = list(zip(built.bins["max S"].round(4), built.bins["min S"].round(4), strict=True))
+    assert ranges == [
+        (0.9643, 0.7442),
+        (0.7442, 0.6413),
+        (0.6413, 0.5127),
+        (0.5127, 0.3424),
+        (0.3424, 0.0036),
+    ]
+    assert built.seconds < 30
 
 
 def test_levels_respect_every_rule(built, hierarchy, counts_path):
@@ -65,21 +97,25 @@ def test_similarity_falls_from_l1_to_l5(built):
     assert t["similarity"].between(0, 1).all()
 
 
-def test_bins_cut_is_seeded_and_spans_the_ranking(hierarchy, counts_path):
-    cfg = LevelsConfig(counts_file=counts_path, cut="bins", level_size=900, seed=3)
-    a = build_levels(cfg, hierarchy, progress=False)
-    b = build_levels(cfg, hierarchy, progress=False)
-    assert a.levels == b.levels
-    assert [len(lv) for lv in a.levels] == [900] * 5
-    c = build_levels(
-        LevelsConfig(counts_file=counts_path, cut="bins", level_size=900, seed=4),
-        hierarchy,
-        progress=False,
-    )
-    assert a.levels != c.levels
-    ranks = a.candidates.set_index("wnid")["rank"]
-    spans = [(ranks[lv].min(), ranks[lv].max()) for lv in a.levels]
-    assert all(spans[k][1] < spans[k + 1][0] for k in range(4))
+def test_bins_draw_is_seeded_and_each_level_comes_from_its_bin(built, hierarchy, counts_path):
+    # (the same seed gives the same levels: test_levels_are_deterministic)
+    other = build_levels(LevelsConfig(counts_file=counts_path, seed=1), hierarchy, progress=False)
+    assert other.levels != built.levels
+    assert other.candidates["rank"].equals(built.candidates["rank"])  # only the draw moved
+    ranks = built.candidates.set_index("wnid")["rank"]
+    for lv, (_, b) in zip(built.levels, built.bins.iterrows(), strict=True):
+        assert ranks[lv].between(b["first rank"], b["last rank"]).all()
+    # every bin gave up some concepts: the 216 left out are spread over the whole ranking
+    out = built.candidates[(built.candidates["rank"] > 0) & (built.candidates["level"] == 0)]
+    per_bin = np.histogram(out["rank"], bins=[b - 0.5 for b in bin_edges(5216, 5)])[0]
+    assert list(per_bin) == [43, 43, 44, 43, 43]
+
+
+def test_blocks_cut_stays_available(hierarchy, counts_path):
+    r = build_levels(LevelsConfig(counts_file=counts_path, cut="blocks"), hierarchy, progress=False)
+    assert r.bins is None
+    assert any("216 least similar" in w for w in r.warnings)
+    assert r.candidates.loc[r.candidates["level"] > 0, "rank"].max() == 5000
 
 
 def test_without_counts_the_filter_is_skipped_loudly(hierarchy, tmp_path):
@@ -99,12 +135,39 @@ def test_switching_a_filter_off_keeps_more(hierarchy, counts_path):
     assert not next(s for s in r.steps if s.name == "leaf").applied
 
 
-def test_outputs_and_comparison(built, tmp_path):
+def test_comparison_reports_membership_level_and_ranking_agreement(built, hierarchy):
+    h = hierarchy
+    seen = h.lookup(read_wnid_list(DEFAULT_SEEN))
+    engine = LinEngine(h, built.ic)
+    same = compare_with_official(built, built.levels, engine, seen).per_level.set_index("level")
+    for col in ("membership %", "level agreement %", "given membership %"):
+        assert (same[col] == 100.0).all(), col
+    for k, (_, b) in enumerate(built.bins.iterrows(), start=1):
+        assert b["first rank"] <= same.at[f"L{k}", "rank min"] <= same.at[f"L{k}", "rank max"]
+        assert same.at[f"L{k}", "rank max"] <= b["last rank"]
+    # levels one step off: all members, no level agreement, the ranking still sorts them
+    rotated = built.levels[1:] + built.levels[:1]
+    rot = compare_with_official(built, rotated, engine, seen).per_level.set_index("level")
+    assert rot.at["all", "membership %"] == 100.0 and rot.at["all", "level agreement"] == 0
+    assert rot.at["all", "given membership"] == 0  # each official block is one level off
+    # an official concept the filters dropped is scored for the ranking but has no rank
+    dropped = built.candidates[built.candidates["dropped_by"] == "min_images"].iloc[0]
+    swapped = [list(lv) for lv in built.levels]
+    swapped[4][-1] = dropped["wnid"]
+    cmp = compare_with_official(built, swapped, engine, seen).per_level.set_index("level")
+    assert cmp.at["L5", "unranked"] == 1 and cmp.at["L5", "membership"] == 999
+    expected = engine.max_similarity(h.lookup([dropped["wnid"]]), seen).similarity[0]
+    assert cmp.at["L5", "min S"] <= round(expected, 4) <= cmp.at["L1", "max S"]
+    with pytest.raises(CogError, match=r"off.pkl: n99999999 is not a WordNet 3.0 noun"):
+        compare_with_official(built, [["n99999999"]], engine, seen, "off.pkl")
+
+
+def test_outputs_and_comparison(built, hierarchy, counts_path, tmp_path):
     official = tmp_path / "self.pkl"
     official.write_bytes(pickle.dumps(built.levels))
-    out = write_levels(
-        built, tmp_path / "levels", official=read_levels(official), official_path=official
-    )
+    cfg = LevelsConfig(counts_file=counts_path, compare_file=official)
+    built = build_levels(cfg, hierarchy, progress=False)  # the same build, compared with itself
+    out = write_levels(built, tmp_path / "levels")
     files = {p.name for p in out.iterdir()}
     assert {
         "levels.csv",
@@ -135,9 +198,20 @@ def test_outputs_and_comparison(built, tmp_path):
     assert (cmp["overlap %"] == 100.0).all()
     shifted = compare_levels(built.levels, built.levels[1:] + built.levels[:1])
     assert (shifted["overlap"] == 0).all()
-    assert f"Overlap with `{official}`" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert f"Comparison with `{official}`" in report and "given membership %" in report
+    assert "| L3 | 2087 | 3130 | 1044 | 1000 | 0.6413 | 0.5127 |" in report
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["cut"]["rule"] == "bins" and prov["cut"]["seed"] == 0
+    assert "rounded half up" in prov["cut"]["rounding"]
+    assert [b["size"] for b in prov["cut"]["bins"]] == [1043, 1043, 1044, 1043, 1043]
+    assert prov["information_content"]["tree"]["nodes"] == 23546
+    assert prov["inputs"]["compare_file"]["path"] == str(official.resolve())
+    rows = {r["level"]: r for r in prov["comparison"]["per_level"]}
+    assert rows["all"]["official"] == 5000 and rows["all"]["level agreement %"] == 100.0
     ic = pd.read_csv(out / "ic.tsv", sep="\t")
-    assert {"wnid", "synset", "count", "ic"} <= set(ic.columns) and len(ic) > 5000
+    assert {"wnid", "synset", "count", "ic", "in_tree", "tree_hyponyms"} <= set(ic.columns)
+    assert len(ic) > 5000 and (ic["tree_size"] == 23546).all()
 
 
 def _write(path, lines):
@@ -174,7 +248,7 @@ def test_cli_builds_compares_and_fails_cleanly(counts_path, tmp_path, capsys):
     assert len(read_levels(out / MAPPING_FILE)) == 3
     assert main([*small, "--out", str(tmp_path / "lv2"), "--compare", str(out / MAPPING_FILE)]) == 0
     printed = capsys.readouterr().out
-    assert "overlap with" in printed and "100.0" in printed
+    assert "comparison with" in printed and "100.0" in printed
     # bad input: clear error, exit 2, the previous output untouched and nothing half-written
     before = (out / "levels.csv").read_bytes()
     bad = _write(tmp_path / "seen.txt", ["n02084071", "n0208407"])

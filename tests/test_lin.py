@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 
-from cog.ic import counts_ic, intrinsic_ic, read_ic_dat, read_image_counts
+from cog.ic import (
+    counts_ic,
+    intrinsic_ic,
+    intrinsic_wordnet_ic,
+    read_ic_dat,
+    read_image_counts,
+)
 from cog.io import read_wnid_list
 from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
 from cog.lin import LinEngine
@@ -16,10 +22,12 @@ def ids(hierarchy):
     return seen, pool
 
 
-@pytest.fixture(scope="module", params=["intrinsic", "counts", "dat"])
-def ic(request, hierarchy, counts_path, tmp_path_factory):
+@pytest.fixture(scope="module", params=["intrinsic", "intrinsic-wordnet", "counts", "dat"])
+def ic(request, hierarchy, ids, counts_path, tmp_path_factory):
     if request.param == "intrinsic":
-        return intrinsic_ic(hierarchy)
+        return intrinsic_ic(hierarchy, ids[1])
+    if request.param == "intrinsic-wordnet":
+        return intrinsic_wordnet_ic(hierarchy)
     counts = counts_ic(hierarchy, read_image_counts(counts_path), smoothing=1.0)
     if request.param == "counts":
         return counts
@@ -81,8 +89,28 @@ def test_max_similarity_is_the_argmax_over_all_seen(reader, hierarchy, ids, ic):
         assert engine.similarity(int(q), int(n)) == pytest.approx(s, rel=1e-12)
 
 
+def test_lin_on_the_hand_built_tree_by_hand(toy_hierarchy):
+    h = toy_hierarchy
+    n = {name.split(".")[0]: i for i, name in enumerate(h.names)}
+    ic = intrinsic_ic(h, np.array([n["cat"], n["puppy"], n["oak"]]), "toy")
+    e = LinEngine(h, ic)
+    # IC (tests/test_ic.py): entity 0, animal 1/3, plant = dog = pet 2/3, leaves and fern 1
+    assert e.similarity(n["cat"], n["puppy"]) == pytest.approx(1 / 3)  # lcs animal: 2/3 / 2
+    assert e.similarity(n["puppy"], n["dog"]) == pytest.approx(4 / 5)  # 4/3 / (1 + 2/3)
+    assert e.similarity(n["cat"], n["oak"]) == 0.0  # lcs entity, IC 0
+    assert e.similarity(n["oak"], n["fern"]) == pytest.approx(2 / 3)  # lcs plant
+    seen = np.array([n["dog"], n["oak"]])
+    ms = e.max_similarity(np.array([n["cat"], n["puppy"], n["fern"]]), seen, chunk=2)
+    np.testing.assert_allclose(ms.similarity, [2 / 5, 4 / 5, 2 / 3])  # cat: 2/3 / (1 + 2/3)
+    np.testing.assert_array_equal(ms.nearest, [n["dog"], n["dog"], n["oak"]])
+    np.testing.assert_allclose(e.matrix(seen, seen), [[1, 0], [0, 1]])
+    # over all nouns fern counts under plant: IC(plant) = 1/2, so Lin(oak, fern) = 1/2
+    wide = LinEngine(h, intrinsic_wordnet_ic(h))
+    assert wide.similarity(n["oak"], n["fern"]) == pytest.approx(1 / 2)
+
+
 def test_identical_concepts_have_similarity_one(hierarchy, ids):
-    seen, _ = ids
-    ms = LinEngine(hierarchy, intrinsic_ic(hierarchy)).max_similarity(seen[:50], seen)
+    seen, pool = ids
+    ms = LinEngine(hierarchy, intrinsic_ic(hierarchy, pool)).max_similarity(seen[:50], seen)
     np.testing.assert_allclose(ms.similarity, 1.0)
     np.testing.assert_array_equal(ms.nearest, seen[:50])
