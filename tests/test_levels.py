@@ -312,3 +312,32 @@ def test_imagenet_root_counts_drive_the_min_images_filter(hierarchy, tmp_path, c
     assert dict(zip(counts["wnid"], counts["images"], strict=True))[pool_w[0]] == 3
     prov = (out / "provenance.json").read_text()
     assert '"imagenet_root"' in prov and '"images": 70' in prov
+
+
+def embedded_vs_counts_lines(per_level: pd.DataFrame) -> list[str]:
+    """The README's table of how far the shipped (no-counts) levels are from the counts build."""
+    lines = [
+        "| shipped level | in the counts build's levels | in its level of the same number |",
+        "|---|---|---|",
+    ]
+    for r in per_level.itertuples(index=False):
+        r = r._asdict()
+        lines.append(
+            f"| {r['level']} | {r['membership']:,} of {r['official']:,} ({r['membership_pct']}%)"
+            f" | {r['level_agreement']:,} ({r['level_agreement_pct']}%) |"
+        )
+    return lines
+
+
+def test_shipped_levels_distance_to_the_counts_build(built, hierarchy):
+    if not (DEFAULT_OUT / MAPPING_FILE).is_file():
+        pytest.skip("splits/levels not built")
+    embedded = build_levels(LevelsConfig(), hierarchy, progress=False)
+    assert embedded.levels == read_levels(DEFAULT_OUT)  # shipped = the embedded default run
+    seen = hierarchy.lookup(read_wnid_list(DEFAULT_SEEN))
+    cmp = compare_with_official(built, embedded.levels, LinEngine(hierarchy, built.ic), seen)
+    per_level = cmp.per_level.rename(columns=lambda c: c.replace(" %", "_pct").replace(" ", "_"))
+    assert per_level.iloc[-1]["membership"] < 5000  # they differ: the README must say how much
+    readme = README.read_text()
+    for line in embedded_vs_counts_lines(per_level):
+        assert line in readme, f"README.md lacks the measured line: {line}"
