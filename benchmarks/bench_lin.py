@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cog.ic import counts_ic, intrinsic_ic, read_image_counts
+from cog.ic import counts_ic, intrinsic_ic, intrinsic_wordnet_ic, read_image_counts
 from cog.io import read_wnid_list
 from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
 from cog.lin import LinEngine
@@ -44,7 +44,7 @@ def main() -> None:
     h = NounHierarchy.from_reader(reader)
     seen = h.lookup(read_wnid_list(DEFAULT_SEEN))
     pool = h.lookup(read_wnid_list(DEFAULT_POOL))
-    ics = [intrinsic_ic(h)]
+    ics = [intrinsic_ic(h, pool), intrinsic_wordnet_ic(h)]
     if args.counts.is_file():
         ics.append(counts_ic(h, read_image_counts(args.counts)))
     rng = np.random.default_rng(0)
