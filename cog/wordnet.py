@@ -187,6 +187,28 @@ def load_wordnet(path: str | Path | None = None, *, download: bool = True):
     return reader
 
 
+def _noun_rows(reader):
+    """(offset, first lemma, hypernym and instance-hypernym offsets) per synset line of
+    data.noun, in file order (WordNet's data file format, wndb(5WN))."""
+    with (
+        reader.root.join("data.noun").open() as raw,
+        io.TextIOWrapper(raw, encoding="utf-8") as f,
+    ):
+        for line in f:
+            if line.startswith(" "):
+                continue  # the licence header
+            fields = line.split(" | ", 1)[0].split()
+            n_words = int(fields[3], 16)
+            start = 5 + 2 * n_words
+            ptr = fields[start : start + 4 * int(fields[start - 1])]
+            parents = {
+                int(ptr[k + 1])
+                for k in range(0, len(ptr), 4)
+                if ptr[k] in ("@", "@i") and ptr[k + 2] == "n"
+            }
+            yield int(fields[0]), fields[4], parents
+
+
 def wnid_of(offset: int) -> str:
     return f"n{offset:08d}"
 
@@ -208,17 +230,23 @@ class NounHierarchy:
 
     @classmethod
     def from_reader(cls, reader) -> NounHierarchy:
-        synsets = list(reader.all_synsets("n"))
-        pos = {s.offset(): i for i, s in enumerate(synsets)}
-        parents = [
-            sorted({pos[h.offset()] for h in s.hypernyms() + s.instance_hypernyms()})
-            for s in synsets
-        ]
+        """The noun graph of `reader`'s WordNet, in nltk's `all_synsets("n")` order and with
+        its synset names, read from data.noun directly (nltk's line reader is ~7x slower)."""
+        rows = list(_noun_rows(reader))
+        pos = {off: i for i, (off, _, _) in enumerate(rows)}
+        senses = getattr(reader, "_lemma_pos_offset_map", {})
+        names = []
+        for off, word, _ in rows:
+            offsets = senses.get(word.lower(), {}).get("n", [])
+            if off in offsets:  # nltk names a synset by its first lemma's sense number
+                names.append(f"{word.lower()}.n.{offsets.index(off) + 1:02d}")
+            else:
+                names.append(reader.synset_from_pos_and_offset("n", off).name())
         return cls(
-            offsets=np.array([s.offset() for s in synsets], dtype=np.int64),
-            names=[s.name() for s in synsets],
-            lemmas=[s.lemma_names()[0].replace("_", " ") for s in synsets],
-            parents=parents,
+            offsets=np.array([off for off, _, _ in rows], dtype=np.int64),
+            names=names,
+            lemmas=[word.replace("_", " ") for _, word, _ in rows],
+            parents=[sorted(pos[p] for p in parents) for _, _, parents in rows],
             source=getattr(reader, "cog_source", ""),
         )
 

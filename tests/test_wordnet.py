@@ -74,3 +74,18 @@ def test_missing_folder_says_how_to_get_wordnet(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CogError, match="not a WordNet dict folder"):
         load_wordnet(tmp_path / "empty", download=False)
+
+
+def test_hierarchy_read_from_data_noun_equals_nltks_synsets(reader, hierarchy):
+    synsets = list(reader.all_synsets("n"))
+    h = hierarchy
+    assert [s.offset() for s in synsets] == h.offsets.tolist()
+    assert [s.name() for s in synsets] == h.names
+    assert [s.lemma_names()[0].replace("_", " ") for s in synsets] == h.lemmas
+    pos = {s.offset(): i for i, s in enumerate(synsets)}
+    nltk_parents = [
+        sorted({pos[p.offset()] for p in s.hypernyms() + s.instance_hypernyms()}) for s in synsets
+    ]
+    assert nltk_parents == h.parents
+    assert sum(len(p) > 1 for p in h.parents) > 1000  # multiple inheritance is kept
+    assert h.parents[h.by_name("einstein.n.01")]  # instance hypernyms count as parents
