@@ -78,6 +78,7 @@ class EvalConfig:
     overwrite_features: bool = False  # replace caches made with other settings
     checkpoint: Path | None = None  # a local weights file instead of the card's sources
     exact: bool = False  # extraction: the card's exact preprocessing (default: fast path)
+    jpeg_draft: bool = False  # extraction: reduced-scale JPEG decoding (opt-in, not exact)
     dtype: str = "float16"  # extraction: stored feature type (float16 or float32)
 
     def validate(self) -> None:
@@ -505,6 +506,7 @@ class Evaluator:
             random_init=cfg.random_init,
             checkpoint=cfg.checkpoint,
             exact=cfg.exact,
+            jpeg_draft=cfg.jpeg_draft,
             dtype=cfg.dtype,
             device=cfg.device,
             workers=cfg.workers,

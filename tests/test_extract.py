@@ -24,7 +24,7 @@ import cog
 from cog import CogError
 from cog import extract as ex
 from cog import zoo as real_zoo
-from cog.data import dataset_images
+from cog.data import dataset_images, image_folder
 from cog.extract import cache_path, ensure_features, extract, project_features
 from cog.features import open_features
 from cog.io import sha256_file
@@ -114,20 +114,69 @@ def test_layout_labels_and_failure_records(images, tmp_path):
         assert np.isfinite(fs.load()).all()
 
 
-def test_fast_equals_exact_unless_draft_applies(images, tmp_path):
+def test_fast_equals_exact_and_jpeg_draft_is_opt_in(images, tmp_path):
     kw = dict(SMALL, dtype="float32")
     fast = extract(tiny_backbone(), images, tmp_path / "fast.h5", **kw)
     exact = extract(tiny_backbone(), images, tmp_path / "exact.h5", exact=True, **kw)
-    with open_features(fast) as f, open_features(exact) as e:
-        a, b = f.load(), e.load()
-        assert f.features.dtype == np.float32 and e.attrs["mode"] == "exact"
+    draft = extract(tiny_backbone(), images, tmp_path / "draft.h5", jpeg_draft=True, **kw)
+    with open_features(fast) as f, open_features(exact) as e, open_features(draft) as d:
+        a, b, c = f.load(), e.load(), d.load()
+        assert f.features.dtype == np.float32
+        assert (f.attrs["mode"], e.attrs["mode"], d.attrs["mode"]) == (
+            "fast",
+            "exact",
+            "fast+jpeg-draft",
+        )
+        assert "equals the card's transform on" in f.attrs["fast_path"]
+        assert f.attrs["fingerprint"] == "not checked (random weights)"
+        assert "jpeg_draft" not in f.attrs and "Measured" in d.attrs["jpeg_draft"]
         big = np.array([min(Image.open(images.root / p).size) >= 2 * 40 for p in f.paths])
     assert big.sum() == 3  # the two 500x375 files and the 300x225 truncated one
-    # small files: no DCT scaling, the uint8 path equals the card's transform
-    assert np.abs(a[~big] - b[~big]).max() < 1e-4
-    # large files were decoded at reduced scale: close, not equal
-    cos = (a[big] * b[big]).sum(1) / np.linalg.norm(a[big], axis=1) / np.linalg.norm(b[big], axis=1)
-    assert (cos > 0.98).all() and np.abs(a[big] - b[big]).max() > 0
+    # the default fast path gives the transform's pixels on every image, large JPEGs included
+    assert np.abs(a - b).max() < 1e-4
+    # draft decoding (opt-in) changes the large JPEGs only
+    assert np.abs(c[~big] - b[~big]).max() < 1e-4 and np.abs(c[big] - b[big]).max() > 1e-3
+    with pytest.raises(CogError, match="exclude each other"):
+        extract(tiny_backbone(), images, tmp_path / "x.h5", exact=True, jpeg_draft=True, **kw)
+
+
+def _mixed_tree(root: Path):
+    """Landscape and portrait, small and large, JPEG and PNG, in one class folder."""
+    base = Image.new("RGB", (97, 61))
+    base.putdata(
+        [((x * 7) % 256, (y * 11) % 256, (x * y) % 256) for y in range(61) for x in range(97)]
+    )
+    cls = root / WNIDS[0]
+    cls.mkdir(parents=True)
+    for i, (size, fmt) in enumerate(
+        [((64, 48), "JPEG"), ((48, 64), "JPEG"), ((160, 120), "JPEG"), ((120, 170), "PNG")]
+    ):
+        base.resize(size, Image.BICUBIC).save(cls / f"{i}.{fmt.lower()}", fmt)
+    return image_folder(root, name="mixed", split="train")
+
+
+def test_fidelity_guard_checks_every_kind_of_image(tmp_path):
+    images = _mixed_tree(tmp_path / "mixed")
+    bb = tiny_backbone()
+    sample = ex.guard_sample(images, resize=40)
+    assert len(sample) == 4  # each (format, orientation, size class) once
+    pipeline = ex._Pipeline(bb, exact=False)
+    ok, report = pipeline.agrees_with_transform(images)
+    assert ok and "4 sampled images" in report and "portrait" in report and ".png" in report
+    plain = bb.transform
+
+    def differs_on_portrait_png(img):  # only the last file of the list is affected
+        x = plain(img)
+        return x + 0.05 if img.size[1] > img.size[0] and img.size[1] > 150 else x
+
+    pipeline.transform = differs_on_portrait_png
+    ok, report = pipeline.agrees_with_transform(images)
+    assert not ok and "3.png" in report and "differs" in report
+    # an extraction with such a transform falls back to it and says so in the cache
+    bb.transform = differs_on_portrait_png
+    out = extract(bb, images, tmp_path / "g.h5", **SMALL)
+    with open_features(out) as fs:
+        assert fs.attrs["fast_path"].startswith("fallback to the card's transform: ")
 
 
 def test_stale_cache_is_refused_until_overwrite(images, tmp_path):
