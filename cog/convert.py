@@ -371,9 +371,9 @@ def _effnet_pt_stages(sd: Mapping[str, Any]) -> list[tuple[int, int]]:
 def efficientnet_pytorch(ckpt: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """EfficientNet-PyTorch layout (`_conv_stem`, `_blocks.N._depthwise_conv`) -> timm."""
     sd = strip_prefix(nested(ckpt, "state_dict", required=False), "module.")
-    if "_conv_stem.weight" not in sd:
+    if not any(str(k).startswith("_blocks.") for k in sd):
         raise CogError(
-            f"no `_conv_stem.weight` (keys look like {_short(map(str, sd), 4)}): not the "
+            f"no `_blocks.N.` keys (keys look like {_short(map(str, sd), 4)}): not the "
             "EfficientNet-PyTorch layout"
         )
     stages = _effnet_pt_stages(sd)

