@@ -181,8 +181,8 @@ def main() -> None:
         )
         data[name] = data_only(dl, n)
 
-    # model-free view of the fast path: input tensors of the DCT-reduced images, in grey levels
-    fast_pl, exact_pl = _Pipeline(backbone, False), _Pipeline(backbone, True)
+    # model-free view of --jpeg-draft: input tensors of the DCT-reduced images, in grey levels
+    fast_pl, exact_pl = _Pipeline(backbone, False, jpeg_draft=True), _Pipeline(backbone, True)
     std = torch.tensor(backbone.card.preprocess.std).view(3, 1, 1) * 255
     diffs = []
     for q in np.asarray(images.paths)[big][:64]:
