@@ -8,9 +8,9 @@ weights), the same card transform, batch size and worker count, on the same gene
 real JPEG files (ImageNet-like sizes, see --sizes). The baseline is what a user writes by
 hand: ImageFolder with the card's transform, a DataLoader, `torch.no_grad()`, fp32. cog runs
 `extract()` as users do (its HDF5 write included), in fast and --exact mode. Agreement:
-per-image cosine and max abs difference, exact vs baseline and fast vs exact, the fast path's
-input difference on DCT-reduced images, and leave-one-out 1-NN top-1 on the generated classes
-(a probe-free stand-in for the top-1 difference).
+per-image cosine and max abs difference, exact vs baseline and fast vs exact, the input
+difference of `--jpeg-draft` on DCT-reduced images, and leave-one-out 1-NN top-1 on the
+generated classes (a probe-free stand-in for the top-1 difference).
 """
 
 from __future__ import annotations

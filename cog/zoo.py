@@ -438,7 +438,7 @@ class ModelCard:
                 "as `module:function` (on the Python path) or `file.py:function` (next to "
                 "the card)",
             )
-            if is_custom(conv) and conv.split(":")[0].endswith(".py"):
+            if is_custom(conv) and conv.split(":")[0].endswith(".py") and where[0] != "<":
                 home = Path(where.split(" [")[0]).parent
                 _check(
                     (home / conv.split(":")[0]).is_file(),
