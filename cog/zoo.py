@@ -470,7 +470,8 @@ class ModelCard:
 
     @classmethod
     def _composite(cls, d: Mapping[str, Any], where: str, common: dict) -> ModelCard:
-        extra = sorted({"arch", "weights", "converter", "dropped_keys", "feature"} & set(d))
+        fields = {"arch", "weights", "converter", "dropped_keys", "feature", "fingerprint"}
+        extra = sorted(fields & set(d))
         _check(not extra, where, f"a composite card (base + projection) cannot set {extra}")
         proj = d.get("projection")
         _check(isinstance(proj, Mapping), where, "a composite card needs `projection`")

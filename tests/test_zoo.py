@@ -222,6 +222,10 @@ def test_get_card_aliases_case_and_hyphens():
         ({"weights": [{"url": "https://x/y.pth", "sha256": "abc"}]}, "64 lowercase hex"),
         ({"weights": [{"manual": "get it"}]}, "filename"),
         ({"typo_field": 1}, "unknown field"),
+        ({"converter": "my.py:convert"}, "converter file .*my.py not found"),
+        ({"fingerprint": {"input": "cog-canonical-v1", "images": []}}, "fingerprint: images"),
+        ({"fingerprint": {"input": "other"}}, "fingerprint: input 'other'"),
+        ({"weights": [{"package": "w", "filename": "a/b.pth"}]}, "needs `filename`.*sha256"),
     ],
 )
 def test_invalid_cards_are_rejected(patch, msg):
