@@ -196,7 +196,7 @@ def _fetch_source(source, model: str, offline: bool, progress: bool) -> tuple[Pa
     hit = zoo._cached(source)
     if hit is not None:
         return hit, "cached"
-    if source.kind in ("manual", "path"):
+    if source.kind in ("manual", "path", "package"):  # nothing to download: say how to get it
         raise CogError(f"{source.describe()}: not found; {zoo._where_to_put(source)}")
     if offline:
         where = (
