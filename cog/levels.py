@@ -32,6 +32,7 @@ from cog.ic import (
 )
 from cog.io import atomic_output_dir, read_wnid_list, sha256_file, wnid_line_numbers
 from cog.lin import LinEngine
+from cog.safe_pickle import safe_load
 from cog.wordnet import NounHierarchy, load_wordnet
 
 SPLITS_DIR = Path(__file__).resolve().parent.parent / "splits"
@@ -409,11 +410,7 @@ def read_levels(path: str | Path) -> list[list[str]]:
         n = int(df["level"].max())
         levels = [df.loc[df["level"] == k, "wnid"].tolist() for k in range(1, n + 1)]
     else:
-        try:
-            with open(path, "rb") as f:
-                levels = pickle.load(f)
-        except Exception as e:
-            raise CogError(f"{path}: not a readable pickle ({e})") from None
+        levels = safe_load(path)  # never pickle.load: a downloaded file must not run code
         if not (
             isinstance(levels, (list, tuple))
             and all(isinstance(lv, (list, tuple)) for lv in levels)

@@ -25,6 +25,7 @@ import cog
 from cog import CogError
 from cog.io import WNID_RE, atomic_write, sha256_file
 from cog.levels import SPLITS_DIR, read_levels
+from cog.safe_pickle import safe_load
 
 SPLIT_FILE = "cog_concepts_split_file.pkl"
 SPLIT_CSV = "cog_concepts_split_file.csv"
@@ -185,11 +186,7 @@ def read_split_file(path: str | Path | None = None) -> dict[str, dict[str, list[
         for (w, s), g in df.groupby(["wnid", "split"], sort=False):
             raw.setdefault(w, {})[s] = g["path"].tolist()
     else:
-        try:
-            with open(path, "rb") as f:
-                raw = pickle.load(f)
-        except Exception as e:
-            raise CogError(f"{path}: not a readable pickle ({e})") from None
+        raw = safe_load(path)  # never pickle.load: a downloaded file must not run code
     if not isinstance(raw, dict):
         raise CogError(f"{path}: expected a dict wnid -> {{'train': paths, 'test': paths}}")
     out: dict[str, dict[str, list[str]]] = {}

@@ -68,6 +68,21 @@ def offline() -> bool:
 # ----------------------------------------------------------------------------- cards
 
 
+def _plain_name(name: object, nested: bool = False) -> bool:
+    """A file name that stays inside the folder it is joined to: no absolute path, no `..`,
+    no backslash or NUL; `nested` allows sub-folders (a/b.pth)."""
+    text = str(name)
+    parts = text.split("/")
+    return (
+        bool(text)
+        and "\\" not in text
+        and "\0" not in text
+        and not text.startswith("/")
+        and (nested or len(parts) == 1)
+        and all(p not in ("", ".", "..") for p in parts)
+    )
+
+
 def _check(cond: bool, where: str, msg: str) -> None:
     if not cond:
         raise CogError(f"{where}: {msg}")
@@ -218,6 +233,19 @@ class WeightSource:
                 "a package source needs `filename` (the file's path inside the installed "
                 "distribution, as its RECORD lists it) and `sha256`",
             )
+        if filename is not None:
+            _check(
+                _plain_name(filename, nested=kind in ("hub", "package")),
+                where,
+                f"filename {filename!r} must be a plain file name (no '/', '..' or absolute "
+                "path): cog writes it inside its checkpoint folder",
+            )
+        member = d.get("member")
+        _check(
+            member is None or _plain_name(member, nested=True),
+            where,
+            f"member {member!r} must be a relative path inside the archive without '..'",
+        )
         sha = d.get("sha256")
         _check(
             sha is None or bool(re.fullmatch(r"[0-9a-f]{64}", str(sha))),
@@ -229,7 +257,7 @@ class WeightSource:
             location=None if loc is None else str(loc),
             filename=filename,
             sha256=sha,
-            member=d.get("member"),
+            member=member,
             converter=d.get("converter"),
             instructions=d[kind] if kind == "manual" else None,
             note=d.get("note"),
@@ -937,37 +965,80 @@ def _cached(source: WeightSource) -> Path | None:
     return None
 
 
-def read_checkpoint(path: str | Path) -> Any:
+TRUST_ENV = "COG_TRUST_CHECKPOINT"
+
+
+def trust_requested() -> bool:
+    """Whether the user asked to unpickle checkpoints in full (`--trust-checkpoint` sets
+    $COG_TRUST_CHECKPOINT=1 for the process)."""
+    return os.environ.get(TRUST_ENV, "") not in ("", "0")
+
+
+def read_checkpoint(path: str | Path, trust: str | None = None) -> Any:
     """Load a checkpoint on CPU: safetensors, a torch pickle, or a TorchScript archive."""
+    return load_checkpoint(path, trust)[0]
+
+
+def load_checkpoint(path: str | Path, trust: str | None = None) -> tuple[Any, str]:
+    """(checkpoint, how it was read). Torch pickles are read with `weights_only=True` plus
+    the data-only globals of `cog.safe_pickle.checkpoint_safe_globals`; a file naming any
+    other global is refused, because unpickling it could run code, unless `trust` says
+    why it is trusted ("sha256 pinned by the card" or "--trust-checkpoint")."""
+    from cog.safe_pickle import checkpoint_safe_globals
+
     path = Path(path)
     if not path.is_file():
         raise CogError(f"{path}: no such checkpoint file; check the path")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        return load_file(str(path)), "safetensors"
+    how = "weights_only"
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(checkpoint_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if zipfile.is_zipfile(path) and _is_torchscript(path):
-            obj = torch.jit.load(str(path), map_location="cpu")
+            obj, how = torch.jit.load(str(path), map_location="cpu"), "torchscript"
         elif "weights_only" in str(e) or "Unpickl" in type(e).__name__:
+            if not trust:
+                raise CogError(_unsafe_message(path)) from None
             warnings.warn(
-                f"{path}: holds Python objects besides tensors; loading it with "
-                "weights_only=False (only load checkpoints you trust)",
-                stacklevel=2,
+                f"{path}: unpickling Python objects besides tensors ({trust})", stacklevel=2
             )
             try:
                 obj = torch.load(path, map_location="cpu", weights_only=False)
             except Exception as e2:
                 raise CogError(f"{path}: cannot be read as a checkpoint ({e2})") from e2
+            how = f"full unpickling ({trust})"
         else:
             raise CogError(
                 f"{path}: cannot be read as a PyTorch checkpoint ({e}); is the download complete?"
             ) from e
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
-    return obj
+    return obj, how
+
+
+def _unsafe_message(path: Path) -> str:
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # an old (non-zip) format: torch cannot list them
+        names = []
+    from cog.safe_pickle import checkpoint_safe_globals
+
+    allowed = {
+        g[1] if isinstance(g, tuple) else f"{g.__module__}.{g.__qualname__}"
+        for g in checkpoint_safe_globals()
+    }
+    names = [n for n in names if n not in allowed]
+    what = f"global(s) {', '.join(names[:5])}" if names else "Python objects"
+    return (
+        f"{path}: refused to unpickle {what}: loading them could run code from the file. "
+        "If you trust this file, pass --trust-checkpoint (recorded in the feature cache and "
+        "run JSON), or pin its sha256 in the model card; otherwise convert it to a plain "
+        "state dict or safetensors"
+    )
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -1085,6 +1156,7 @@ class Backbone(nn.Module):
         self.card = card
         self.feature_dim = card.feature_dim
         self.weights_sha256 = weights_sha256
+        self.checkpoint_load = "weights_only"  # how load() read the file (see load_checkpoint)
         self.transform = card.preprocess.transform()
         self.eval()
 
@@ -1116,19 +1188,26 @@ def _pick_device(device: str) -> torch.device:
 
 
 def load(
-    name: str, checkpoint: str | Path | None = None, random_init: bool = False, device: str = "cpu"
+    name: str,
+    checkpoint: str | Path | None = None,
+    random_init: bool = False,
+    device: str = "cpu",
+    trust_checkpoint: bool | None = None,
 ) -> Backbone:
     """Build model `name` with its weights loaded strictly; a frozen `Backbone` in eval mode.
 
     `checkpoint` (a local file in the card's original layout, or the hub file) overrides
     the card's sources. Without weights this raises; random weights only with
-    `random_init=True`.
+    `random_init=True`. `trust_checkpoint` (default: $COG_TRUST_CHECKPOINT) allows full
+    unpickling of a checkpoint holding Python objects; a card's full sha256 also does.
+    How the file was read is `Backbone.checkpoint_load` (written into feature caches).
     """
     card = get_card(name)
     dev = _pick_device(device)
     if card.base is not None:
-        return _load_composite(card, checkpoint, random_init, dev)
+        return _load_composite(card, checkpoint, random_init, dev, trust_checkpoint)
     net = build_arch(card)
+    how = "random-init"
     if random_init:
         if checkpoint is not None:
             raise CogError("pass either checkpoint=PATH or random_init=True, not both")
@@ -1155,7 +1234,12 @@ def load(
         else:  # a local file may be any of the card's releases: try each one's converter
             names = (card.converter, *(w.converter for w in card.weights))
             converters = list(dict.fromkeys(c for c in names if c))
-        _load_converted(net, card, path, source, converters)
+        trust = None
+        if trust_checkpoint or (trust_checkpoint is None and trust_requested()):
+            trust = "--trust-checkpoint"
+        elif source is not None and len(source.sha256 or "") == 64 and digest == source.sha256:
+            trust = "sha256 pinned by the card"
+        how = _load_converted(net, card, path, source, converters, trust)
     # timm's pre-logits width (VGG's fc7: 4096) differs from num_features (its 512 channels)
     declared = next(
         (
@@ -1175,17 +1259,24 @@ def load(
     net = net.to(dev)
     if card.precision == "float16" and dev.type == "cuda":
         net = net.half()
-    return Backbone(net, card, digest).to(dev)
+    backbone = Backbone(net, card, digest).to(dev)
+    backbone.checkpoint_load = how
+    return backbone
 
 
 def _load_converted(
-    net: nn.Module, card: ModelCard, path: Path, source: WeightSource | None, converters: list
-) -> None:
+    net: nn.Module,
+    card: ModelCard,
+    path: Path,
+    source: WeightSource | None,
+    converters: list,
+    trust: str | None = None,
+) -> str:
     """Convert and load strictly with the first converter that fills every tensor; when
-    none does, raise an error with each converter's reason."""
+    none does, raise an error with each converter's reason. Returns how the file was read."""
     from cog.convert import convert
 
-    raw = read_checkpoint(path)
+    raw, how = load_checkpoint(path, trust)
     home = Path(card.source_file).parent if card.source_file else None
     errors: list[tuple[str, CogError]] = []
     for converter in converters:
@@ -1194,7 +1285,7 @@ def _load_converted(
             if source is not None and source.kind == "hub":
                 state = timm_hub_filter(net, state)
             load_strict(net, state, dataclasses.replace(card, converter=converter), str(path))
-            return
+            return how
         except CogError as e:
             errors.append((converter, e))
     if len(errors) == 1:
@@ -1227,8 +1318,10 @@ def projection_file(
     return p, digest
 
 
-def _load_composite(card: ModelCard, checkpoint, random_init: bool, dev: torch.device) -> Backbone:
-    base = load(card.base, checkpoint=checkpoint, random_init=random_init, device=str(dev))
+def _load_composite(
+    card: ModelCard, checkpoint, random_init: bool, dev: torch.device, trust: bool | None
+) -> Backbone:
+    base = load(card.base, checkpoint, random_init, str(dev), trust)
     proj_path, digest = projection_file(
         card.name, card.source_file, card.projection.path, card.projection.sha256
     )
@@ -1238,7 +1331,9 @@ def _load_composite(card: ModelCard, checkpoint, random_init: bool, dev: torch.d
     for p in proj.parameters():
         p.requires_grad_(False)
     combined = f"{base.weights_sha256}+{digest}"
-    return Backbone(base, card, combined, projection=proj.to(dev)).to(dev)
+    backbone = Backbone(base, card, combined, projection=proj.to(dev)).to(dev)
+    backbone.checkpoint_load = base.checkpoint_load
+    return backbone
 
 
 def n_params(module: nn.Module) -> float:
