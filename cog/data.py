@@ -12,7 +12,8 @@ import contextlib
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from PIL import Image, ImageFile
 
 from cog import CogError
 from cog.io import WNID_RE
+from cog.listing import entry_kind, is_utf8, printable_name
 from cog.splits import list_class_images, read_split_file
 
 DATASETS = ("in1k", "cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5")
@@ -39,6 +41,9 @@ class ImageList:
     classes: list[str]
     name: str = ""
     split: str = ""
+    #: (path, reason) of directory entries that look like images but could not be listed
+    #: as files (dangling links, loops, folders, non-UTF-8 names); caches record them
+    failed: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -53,7 +58,7 @@ class ImageList:
         """Hash of the ordered path list: a cache is only reused for the same images."""
         h = hashlib.sha256()
         for p in self.paths:
-            h.update(p.encode("utf-8") + b"\n")
+            h.update(p.encode("utf-8", "surrogateescape") + b"\n")
         return h.hexdigest()
 
     def subset(self, idx: np.ndarray | list[int]) -> ImageList:
@@ -65,11 +70,16 @@ class ImageList:
             self.classes,
             self.name,
             self.split,
+            self.failed,
         )
 
 
 def _from_class_lists(
-    root: Path, per_class: dict[str, list[str]], name: str, split: str
+    root: Path,
+    per_class: dict[str, list[str]],
+    name: str,
+    split: str,
+    failed: list[tuple[str, str]] | None = None,
 ) -> ImageList:
     classes = sorted(per_class)
     paths: list[str] = []
@@ -78,7 +88,8 @@ def _from_class_lists(
         files = sorted(per_class[c])
         paths += files
         labels += [k] * len(files)
-    return ImageList(root, paths, np.asarray(labels, dtype=np.int64), classes, name, split)
+    labels_a = np.asarray(labels, dtype=np.int64)
+    return ImageList(root, paths, labels_a, classes, name, split, list(failed or []))
 
 
 def image_folder(
@@ -91,7 +102,7 @@ def image_folder(
     root = Path(root)
     if not root.is_dir():
         raise CogError(f"{root}: no such folder (expected one subfolder of images per class)")
-    subdirs = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    subdirs, failed = _class_folders(root)
     if not subdirs:
         raise CogError(f"{root}: no class subfolders inside (expected <class>/<image> files)")
     if require_wnids:
@@ -101,13 +112,46 @@ def image_folder(
                 f"{root}: folder(s) {bad[:5]} are not wnids; an ImageNet split folder holds "
                 "only <wnid>/ class folders (move other folders out)"
             )
-    per_class = {d: list_class_images(root / d, root) for d in subdirs}
+    per_class = {}
+    for d in subdirs:
+        try:
+            per_class[d] = list_class_images(root / d, root, failed)
+        except OSError as e:
+            raise CogError(
+                f"{root / d}: cannot list class folder ({e.strerror or e}); fix its "
+                "permissions or move it out of the tree"
+            ) from None
     empty = [d for d, f in per_class.items() if not f]
     if empty:
         raise CogError(
             f"{root}: class folder(s) {empty[:5]} hold no image files; remove them or add images"
         )
-    return _from_class_lists(root, per_class, name or str(root), split)
+    if failed:
+        print(
+            f"warning: {len(failed)} entries under {root} look like images but are not readable "
+            f"files (e.g. {failed[0][0]}: {failed[0][1]}); recorded as failed",
+            file=sys.stderr,
+        )
+    return _from_class_lists(root, per_class, name or str(root), split, failed)
+
+
+def _class_folders(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Sorted class subfolders of `root`, and the entries that should be folders but cannot
+    be read (loops, dangling links, non-UTF-8 names) as (path, reason)."""
+    subdirs, failed = [], []
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        kind, why = entry_kind(e)
+        if kind == "dir" and not is_utf8(e.name):
+            kind, why = "bad", "folder name is not valid UTF-8 (stored with \\x escapes)"
+        if kind == "dir":
+            subdirs.append(e.name)
+        elif kind == "bad":
+            failed.append((f"{printable_name(e.name)}/", why))
+    return subdirs, failed
 
 
 def in1k_images(in1k_root: str | Path, split: str) -> ImageList:
@@ -130,6 +174,7 @@ def in1k_images(in1k_root: str | Path, split: str) -> ImageList:
         folder, name="in1k", split="test" if sub == "val" else "train", require_wnids=True
     )
     lst.paths = [f"{sub}/{p}" for p in lst.paths]
+    lst.failed = [(f"{sub}/{p}", r) for p, r in lst.failed]
     lst.root = root
     return lst
 
@@ -211,39 +256,109 @@ def _load_truncated():
         ImageFile.LOAD_TRUNCATED_IMAGES = old
 
 
-def _open(path: Path, draft_short: int | None) -> Image.Image:
-    img = Image.open(path)
+#: default per-image pixel limit (50 megapixels, 150 MB as RGB); $COG_MAX_PIXELS overrides
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+def max_pixels() -> int:
+    """The per-image pixel limit: $COG_MAX_PIXELS if set, else DEFAULT_MAX_PIXELS."""
+    text = os.environ.get("COG_MAX_PIXELS", "").strip()
+    try:
+        return int(float(text)) if text else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise CogError(
+            f"COG_MAX_PIXELS={text!r} is not a number of pixels (e.g. 50000000)"
+        ) from None
+
+
+class ImageTooLarge(ValueError):
+    """An image over the pixel limit that its format cannot decode at reduced size."""
+
+
+@contextlib.contextmanager
+def _no_bomb_check():
+    """cog applies its own pixel limit (before decoding); PIL's would refuse a huge JPEG
+    that draft mode decodes at 1/8 size."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _open(path: Path, draft_short: int | None, limit: int) -> tuple[Image.Image, str]:
+    with _no_bomb_check():
+        img = Image.open(path)
+    w, h = img.size
+    note = ""
+    want = None
     if draft_short and img.format == "JPEG":
-        w, h = img.size
         scale = draft_short / min(w, h)
         if scale <= 0.5:  # DCT scaling only helps when at least a halving keeps the target
-            img.draft("RGB", (math.ceil(w * scale), math.ceil(h * scale)))
+            want = (math.ceil(w * scale), math.ceil(h * scale))
+    if w * h > limit:
+        s = next((s for s in (2, 4, 8) if math.ceil(w / s) * math.ceil(h / s) <= limit), None)
+        if img.format != "JPEG" or s is None:
+            img.close()
+            raise ImageTooLarge(
+                f"{w}x{h} ({w * h / 1e6:.0f} megapixels) is over the per-image limit of "
+                f"{limit / 1e6:.0f} megapixels and {img.format} cannot be decoded at reduced "
+                "size; raise COG_MAX_PIXELS if the memory allows"
+            )
+        lim = (math.ceil(w / s), math.ceil(h / s))
+        want = lim if want is None else (min(want[0], lim[0]), min(want[1], lim[1]))
+        note = f"over the pixel limit: {w}x{h} decoded at 1/{s} size or less"
+    if want is not None:
+        img.draft("RGB", want)
     img.load()
-    return img
+    return img, note
 
 
-def decode_image(path: str | Path, draft_short: int | None = None) -> tuple[Image.Image, str]:
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB without clipping: 16-bit (and 32-bit integer) grey is scaled to 8 bits by its top
+    byte, floats in [0, 1] by 255; PIL's convert('RGB') would clip them at 255."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        a = np.asarray(img).astype(np.int64)
+        shift = 24 if img.mode == "I" and a.max(initial=0) > 65535 else 8  # 32- or 16-bit
+        img = Image.fromarray(np.clip(a >> shift, 0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        a = a * 255 if a.max(initial=0) <= 1.0 else a
+        img = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+    elif img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def decode_image(
+    path: str | Path, draft_short: int | None = None, limit: int | None = None
+) -> tuple[Image.Image, str]:
     """Decode any image file to RGB; returns (image, note), note "" for a plain RGB file.
 
     `draft_short`: let libjpeg-turbo decode a JPEG at 1/2, 1/4 or 1/8 scale, the smallest
     whose shorter side is still >= draft_short (PIL draft mode). Truncated files are decoded
-    as far as they go (note "truncated"). Raises the decoder's exception when unreadable.
+    as far as they go (note "truncated"). High-bit-depth images are scaled to 8 bits, never
+    clipped. An image over `limit` pixels (default `max_pixels()`) is decoded at reduced size
+    if it is a JPEG, else ImageTooLarge is raised, so a worker's memory stays bounded.
+    Raises the decoder's exception when unreadable.
     """
     path = Path(path)
+    limit = max_pixels() if limit is None else int(limit)
     notes = []
     try:
-        img = _open(path, draft_short)
+        img, note = _open(path, draft_short, limit)
     except OSError as e:
         if "truncated" not in str(e):
             raise
         with _load_truncated():
-            img = _open(path, draft_short)
+            img, note = _open(path, draft_short, limit)
         notes.append("truncated: decoded the readable part")
+    if note:
+        notes.append(note)
     if img.format and path.suffix.lower() in (".jpeg", ".jpg") and img.format != "JPEG":
         notes.append(f"{img.format} content under a {path.suffix} name")
     if img.mode != "RGB":
         notes.append(f"{img.mode} converted to RGB")
-        if img.mode == "P" and "transparency" in img.info:
-            img = img.convert("RGBA")
-        img = img.convert("RGB")
+        img = _to_rgb(img)
     return img, "; ".join(notes)

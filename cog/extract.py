@@ -41,6 +41,7 @@ from tqdm import tqdm
 import cog
 from cog import CogError
 from cog.data import ImageList, dataset_images, decode_image
+from cog.integrity import seal, verify, verify_file
 from cog.io import cog_home
 
 DTYPES = ("float16", "float32")
@@ -87,7 +88,9 @@ def _jsonable(obj) -> object:
 
 
 def _settings(backbone, images: ImageList, exact: bool | str, dtype: str) -> dict[str, str]:
-    return _card_settings(backbone.card, backbone.weights_sha256, images, exact, dtype)
+    s = _card_settings(backbone.card, backbone.weights_sha256, images, exact, dtype)
+    s["checkpoint_load"] = str(getattr(backbone, "checkpoint_load", "weights_only"))
+    return s
 
 
 def _mode(exact: bool, jpeg_draft: bool) -> str:
@@ -160,6 +163,7 @@ def _atomic_h5(out: Path):
     try:
         with h5py.File(tmp, "w") as h5:
             yield h5
+            seal(h5)  # sha256 of every dataset, verified whenever the file is reused
             h5.attrs["complete"] = True
         os.replace(tmp, out)
     except BaseException:
@@ -576,6 +580,7 @@ def _extract(
             else (_mismatch(old, settings, asked))
         )
         if not diff:
+            verify_file(out)  # a damaged cache is an error, never reused
             if d.rank == 0 and progress:
                 print(f"{out}: up to date, nothing to do", file=sys.stderr)
             return out
@@ -757,6 +762,7 @@ def _merge(
     idx, failed, failed_r, rep, rep_r = [], [], [], [], []
     for s in starts:
         with h5py.File(parts / _part_name(s), "r") as h5:
+            verify(h5, parts / _part_name(s))
             idx.append(h5["index"][()])
             failed += h5["failed_index"][()].tolist()
             failed_r += [
@@ -773,12 +779,17 @@ def _merge(
         "repaired_kinds": dict(Counter(n.split(":")[0] for r in rep_r for n in r.split("; "))),
         "seconds": round(seconds, 2),
         "images_per_s": round(m / max(seconds, 1e-9), 1),
-        "failed_paths": [images.paths[i] for i in failed[:20]],
+        "failed_paths": ([p for p, _ in images.failed] + [images.paths[i] for i in failed])[:20],
     }
+    summary["failed"] += len(images.failed)  # listed as images but not readable files
     with _atomic_h5(out) as h5:
         rows = max(1, min(m, (1 << 20) // (dim * np.dtype(settings["dtype"]).itemsize)))
         feats = h5.create_dataset(
-            "features", shape=(m, dim), dtype=settings["dtype"], chunks=(rows, dim) if m else None
+            "features",
+            shape=(m, dim),
+            dtype=settings["dtype"],
+            chunks=(rows, dim) if m else None,
+            fletcher32=bool(m),
         )
         pos = 0
         for st in starts:
@@ -792,7 +803,7 @@ def _merge(
             images.labels[index],
             [p[i] for i in index],
             images.classes,
-            [(p[i], r) for i, r in zip(failed, failed_r, strict=True)],
+            [*images.failed, *((p[i], r) for i, r in zip(failed, failed_r, strict=True))],
             [(p[i], r) for i, r in zip(rep, rep_r, strict=True)],
         )
         for k, v in settings.items():
@@ -919,6 +930,7 @@ def ensure_features(
             and old.get("complete")
             and not _mismatch(old, settings, None if precision == "auto" else precision)
         ):
+            verify_file(out)  # a damaged cache is an error, never reused
             return out
     backbone = zoo.load(card.name, checkpoint=checkpoint, random_init=random_init, device="cpu")
     return extract(
@@ -981,6 +993,7 @@ def project_features(
                 else (_mismatch(old, settings))
             )
             if not diff:
+                verify_file(out)
                 return out
             if not overwrite:
                 raise _stale_error(out, diff, "a feature cache")
@@ -1001,6 +1014,7 @@ def project_features(
                         shape=(len(fs), y.shape[1]),
                         dtype=dtype,
                         chunks=(min(len(fs), 1024), y.shape[1]),
+                        fletcher32=True,
                     )
                 feats[pos : pos + len(y)] = y
                 pos += len(y)

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from cog import CogError
+from cog.integrity import verify as check_integrity
 
 JSON_ATTRS = ("card", "preprocess", "summary")
 REQUIRED = ("features", "labels", "paths", "classes", "failed_paths", "failed_reasons")
@@ -46,7 +47,7 @@ class FeatureSet:
     repaired: (path, note) for images decoded after a fix (CMYK, truncated, ...); attrs: dict.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, verify: bool = True) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CogError(f"{self.path}: no such feature cache; run cog-extract to make it")
@@ -68,6 +69,12 @@ class FeatureSet:
         if lost:
             self._h5.close()
             raise CogError(f"{self.path}: not a cog feature cache (missing {lost})")
+        if verify:
+            try:
+                check_integrity(h5, self.path)
+            except BaseException:
+                self._h5.close()
+                raise
         self.features: h5py.Dataset = h5["features"]
         self.labels = h5["labels"][()].astype(np.int64)
         self.classes = _strings(h5["classes"])
@@ -113,6 +120,7 @@ class FeatureSet:
         )
 
 
-def open_features(path: str | Path) -> FeatureSet:
-    """Open a complete feature cache (see `FeatureSet`)."""
-    return FeatureSet(path)
+def open_features(path: str | Path, verify: bool = True) -> FeatureSet:
+    """Open a complete feature cache (see `FeatureSet`), its checksums verified first
+    (`cog.integrity`; one extra read of the file, see benchmarks/README.md)."""
+    return FeatureSet(path, verify)

@@ -10,7 +10,6 @@ or excluding a concept never changes the images drawn for another.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import sys
 from dataclasses import dataclass, field
@@ -23,8 +22,9 @@ from tqdm import tqdm
 
 import cog
 from cog import CogError
-from cog.io import WNID_RE, atomic_write, sha256_file
+from cog.io import WNID_RE, atomic_files, sha256_file
 from cog.levels import SPLITS_DIR, read_levels
+from cog.listing import scan_images
 from cog.safe_pickle import safe_load
 
 SPLIT_FILE = "cog_concepts_split_file.pkl"
@@ -32,19 +32,19 @@ SPLIT_CSV = "cog_concepts_split_file.csv"
 SPLIT_JSON = "cog_concepts_split_file.json"
 DEFAULT_SPLITS = SPLITS_DIR / SPLIT_FILE
 N_TEST, MAX_TRAIN, MIN_TRAIN = 50, 1300, 732
-IMAGE_EXTS = {".jpeg", ".jpg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def list_class_images(folder: str | Path, root: str | Path) -> list[str]:
-    """Sorted image files of one class folder, as paths relative to `root` (posix)."""
-    folder, root = Path(folder), Path(root)
-    rel = folder.relative_to(root).as_posix()
-    names = sorted(
-        e.name
-        for e in os.scandir(folder)
-        if e.is_file() and not e.name.startswith(".") and Path(e.name).suffix.lower() in IMAGE_EXTS
-    )
-    return [f"{rel}/{n}" for n in names]
+def list_class_images(
+    folder: str | Path, root: str | Path, failed: list[tuple[str, str]] | None = None
+) -> list[str]:
+    """Sorted image files of one class folder, as paths relative to `root` (posix).
+
+    Entries that cannot be images (dangling links, loops, folders, non-UTF-8 names) are
+    appended to `failed` as (path, reason) (see cog.listing.scan_images)."""
+    paths, bad = scan_images(folder, root)
+    if failed is not None:
+        failed += bad
+    return paths
 
 
 @dataclass
@@ -55,6 +55,7 @@ class SplitsResult:
     levels: list[list[str]]
     excluded: dict[str, int] = field(default_factory=dict)  # wnid -> images found
     settings: dict = field(default_factory=dict)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) not listed
 
 
 def build_splits(
@@ -82,10 +83,17 @@ def build_splits(
     wnids = sorted({w for level in lv for w in level})
     counts: dict[str, list[str]] = {}
     missing: list[str] = []
+    failed: list[tuple[str, str]] = []
     for w in tqdm(wnids, desc="listing concepts", unit="concept", disable=not progress):
         folder = root / w
         if folder.is_dir():
-            counts[w] = list_class_images(folder, root)
+            try:
+                counts[w] = list_class_images(folder, root, failed)
+            except OSError as e:
+                raise CogError(
+                    f"{folder}: cannot list concept {w} ({e.strerror or e}); fix its "
+                    "permissions or the link, or exclude the concept"
+                ) from None
         elif (root / f"{w}.tar").is_file():
             raise CogError(
                 f"{root / (w + '.tar')}: concept {w} is still a tar archive; extract it into "
@@ -94,6 +102,13 @@ def build_splits(
         else:
             missing.append(w)
             counts[w] = []
+    if failed:
+        print(
+            f"warning: {len(failed)} entries under {root} look like images but cannot be read "
+            f"(e.g. {failed[0][0]}: {failed[0][1]}); they are not drawn and are listed under "
+            "failed_paths in the report",
+            file=sys.stderr,
+        )
     need = n_test + min_train
     small = {w: len(p) for w, p in counts.items() if len(p) < need}
     if small and not exclude_small:
@@ -124,7 +139,7 @@ def build_splits(
         "seed": seed,
         "exclude_small": exclude_small,
     }
-    return SplitsResult(splits, lv, small, settings)
+    return SplitsResult(splits, lv, small, settings, failed)
 
 
 def write_splits(result: SplitsResult, out_dir: str | Path = SPLITS_DIR) -> Path:
@@ -133,7 +148,19 @@ def write_splits(result: SplitsResult, out_dir: str | Path = SPLITS_DIR) -> Path
     out_dir = Path(out_dir)
     level_of = {w: k for k, lv in enumerate(result.levels, start=1) for w in lv}
     pkl = out_dir / SPLIT_FILE
-    with atomic_write(pkl, "wb") as f:
+    with atomic_files([pkl, out_dir / SPLIT_CSV, out_dir / SPLIT_JSON]) as (
+        tmp_pkl,
+        tmp_csv,
+        tmp_json,
+    ):
+        _write_split_files(result, level_of, tmp_pkl, tmp_csv, tmp_json)
+    return pkl
+
+
+def _write_split_files(result, level_of, pkl: Path, csv: Path, js: Path) -> None:
+    """The three split files at temporary paths, renamed together by the caller, so a full
+    disk never leaves a new pickle beside an old CSV or report."""
+    with open(pkl, "wb") as f:
         pickle.dump(result.splits, f, protocol=4)
     rows = [
         (w, level_of.get(w, 0), s, p)
@@ -142,7 +169,7 @@ def write_splits(result: SplitsResult, out_dir: str | Path = SPLITS_DIR) -> Path
         for p in result.splits[w][s]
     ]
     df = pd.DataFrame(rows, columns=["wnid", "level", "split", "path"])
-    with atomic_write(out_dir / SPLIT_CSV, "w", newline="") as f:
+    with open(csv, "w", newline="") as f:
         df.to_csv(f, index=False)
     n_train = [len(v["train"]) for v in result.splits.values()]
     report = {
@@ -157,11 +184,11 @@ def write_splits(result: SplitsResult, out_dir: str | Path = SPLITS_DIR) -> Path
         },
         "train_per_concept": {"min": min(n_train, default=0), "max": max(n_train, default=0)},
         "excluded_too_small": result.excluded,
+        "failed_paths": [list(f) for f in result.failed],
         "split_file_sha256": sha256_file(pkl),
     }
-    with atomic_write(out_dir / SPLIT_JSON) as f:
+    with open(js, "w") as f:
         f.write(json.dumps(report, indent=2) + "\n")
-    return pkl
 
 
 def read_split_file(path: str | Path | None = None) -> dict[str, dict[str, list[str]]]:

@@ -47,3 +47,29 @@ def name_list(text: str) -> tuple[str, ...]:
     if not values:
         raise argparse.ArgumentTypeError("expected at least one name")
     return values
+
+
+class _TrustCheckpoint(argparse.Action):
+    """Sets $COG_TRUST_CHECKPOINT for this process, so every checkpoint it loads may be
+    unpickled in full (see cog.zoo.load_checkpoint)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        import os
+
+        from cog.zoo import TRUST_ENV
+
+        os.environ[TRUST_ENV] = "1"
+        setattr(namespace, self.dest, True)
+
+
+def add_trust_checkpoint(p: argparse.ArgumentParser) -> None:
+    """The --trust-checkpoint flag shared by every command that loads weights."""
+    p.add_argument(
+        "--trust-checkpoint",
+        action=_TrustCheckpoint,
+        nargs=0,
+        default=False,
+        help="allow unpickling Python objects (not only tensors) from a checkpoint without "
+        "a sha256 pinned in its card: this can run code from the file; recorded in the "
+        "feature cache (checkpoint_load) and run JSON",
+    )

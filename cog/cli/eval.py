@@ -26,7 +26,7 @@ from cog.batch import (
     shard_from_env,
     write_summary,
 )
-from cog.cli import friendly_errors, int_list, name_list
+from cog.cli import add_trust_checkpoint, friendly_errors, int_list, name_list
 from cog.evaluate import DEFAULT_SEEDS, DEFAULT_SHOTS, EvalConfig, evaluate
 from cog.leaderboard import PROTOCOLS, RANDOM_INIT_SUFFIX, read_leaderboard
 from cog.submit import CLUSTERS, JobOptions, submit
@@ -109,6 +109,7 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         help="local weights file in the card's original layout (instead of its sources)",
     )
+    add_trust_checkpoint(g)
     g.add_argument(
         "--exact",
         action="store_true",

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cog import CogError
-from cog.cli import friendly_errors
+from cog.cli import add_trust_checkpoint, friendly_errors
 from cog.data import DATASETS, SPLITS, image_folder
 from cog.extract import DTYPES, PRECISIONS, ensure_features, extract
 
@@ -20,7 +20,15 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Many GPUs or nodes: torchrun --nproc-per-node 8 -m cog.cli.extract MODEL ...",
     )
-    p.add_argument("model", help="zoo model name or alias (cog-models lists them)")
+    p.add_argument("model", nargs="?", help="zoo model name or alias (cog-models lists them)")
+    p.add_argument(
+        "--verify",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="only check these feature caches against their sha256 checksums (exit 2 if any "
+        "is damaged or has none) and exit",
+    )
     src = p.add_argument_group("benchmark datasets")
     src.add_argument(
         "--dataset",
@@ -75,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--workers", type=int, help="decoding processes (default: from the cores)")
     run.add_argument("--checkpoint", type=Path, help="local checkpoint instead of the card's")
+    add_trust_checkpoint(run)
     run.add_argument(
         "--random-init",
         action="store_true",
@@ -90,6 +99,10 @@ def parser() -> argparse.ArgumentParser:
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
+    if a.verify:
+        return _verify(a.verify)
+    if not a.model:
+        raise CogError("pass a MODEL (cog-models lists them), or --verify PATH... to check caches")
     common = dict(
         exact=a.exact,
         jpeg_draft=a.jpeg_draft,
@@ -130,6 +143,21 @@ def main(argv: list[str] | None = None) -> int:
                 **common,
             )
     return 0
+
+
+def _verify(paths: list[Path]) -> int:
+    """Check each cache; one line per file, exit status 2 if any fails."""
+    from cog.integrity import verify_file
+
+    bad = 0
+    for p in paths:
+        try:
+            verify_file(p, required=True)
+            print(f"ok: {p}")
+        except CogError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad += 1
+    return 2 if bad else 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from cog.cli import friendly_errors
+from cog.cli import add_trust_checkpoint, friendly_errors
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
         help="local checkpoint in the card's original layout (default: the "
         "card's weight sources: cache, then download)",
     )
+    add_trust_checkpoint(check)
     check.add_argument(
         "--random-init",
         action="store_true",

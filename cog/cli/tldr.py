@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cog.cli import friendly_errors, int_list, name_list
+from cog.cli import add_trust_checkpoint, friendly_errors, int_list, name_list
 from cog.tldr import DEFAULT_STUDY_DIMS, ENCODERS, METHODS, OPTIMIZERS, STUDY_METRICS
 
 
@@ -28,6 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--levels", type=Path, help="levels file (for cog_lN datasets)")
     p.add_argument("--splits", type=Path, help="per-concept train/test lists (for cog_lN)")
     p.add_argument("--checkpoint", type=Path, help="weights file instead of the card's")
+    add_trust_checkpoint(p)
     p.add_argument(
         "--random-init",
         action="store_true",
