@@ -41,8 +41,9 @@ from tqdm import tqdm
 import cog
 from cog import CogError
 from cog.data import ImageList, dataset_images, decode_image
-from cog.integrity import seal, verify, verify_file
-from cog.io import cog_home
+from cog.integrity import seal, verify_file
+from cog.integrity import verify as verify_integrity
+from cog.io import cog_home, reraise_named
 
 DTYPES = ("float16", "float32")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -166,9 +167,10 @@ def _atomic_h5(out: Path):
             seal(h5)  # sha256 of every dataset, verified whenever the file is reused
             h5.attrs["complete"] = True
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        reraise_named(e, out)
         raise
 
 
@@ -601,6 +603,7 @@ def _extract(
     pipeline = _checked_pipeline(backbone, images, mode, settings, progress and d.rank == 0)
     d.barrier()
     if d.rank == 0:
+        _remove_stale_temporaries(out, parts)
         if overwrite:
             with contextlib.suppress(FileNotFoundError):
                 out.unlink()
@@ -680,6 +683,18 @@ def _checked_pipeline(backbone, images, mode: str, settings: dict, verbose: bool
     if pipeline.draft:
         settings["jpeg_draft"] = DRAFT_NOTE
     return pipeline
+
+
+def _remove_stale_temporaries(out: Path, parts: Path) -> None:
+    """Delete temporary files a killed run left (`.<name>.tmp-<pid>`): never read, since
+    only renamed files count, but a merge's can be as large as the cache. Only called while
+    this run owns `out` (its lock, or rank 0 before any rank writes)."""
+    stale = [*out.parent.glob(f".{out.name}.tmp-*")]
+    if parts.is_dir():
+        stale += [*parts.glob(".seg_*.tmp-*"), *parts.glob(".meta.json.tmp-*")]
+    for p in stale:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
 
 
 def _run(
@@ -762,7 +777,7 @@ def _merge(
     idx, failed, failed_r, rep, rep_r = [], [], [], [], []
     for s in starts:
         with h5py.File(parts / _part_name(s), "r") as h5:
-            verify(h5, parts / _part_name(s))
+            verify_integrity(h5, parts / _part_name(s))
             idx.append(h5["index"][()])
             failed += h5["failed_index"][()].tolist()
             failed_r += [

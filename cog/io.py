@@ -7,6 +7,7 @@ half-written output behind: everything goes to a temporary sibling that is renam
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -79,6 +80,29 @@ def wnid_line_numbers(path: str | Path) -> dict[str, int]:
     return out
 
 
+def system_errno(e: BaseException) -> int | None:
+    """The C library errno behind an exception: `OSError.errno`, or the `errno = N` that
+    h5py and torch put in their messages instead ("No space left" alone means ENOSPC)."""
+    code = getattr(e, "errno", None)
+    if code is None and isinstance(e, (OSError, RuntimeError)):
+        m = re.search(r"errno = (\d+)|\[Errno (\d+)\]", str(e))
+        if m is not None:
+            code = int(m.group(1) or m.group(2))
+        elif "No space left" in str(e):
+            code = errno.ENOSPC
+    return code
+
+
+def reraise_named(e: BaseException, path: Path) -> None:
+    """Raise a system error that names no file (pandas, pickle, h5py writes) again as an
+    OSError naming `path`, so the one-line error says which output a full disk interrupted;
+    return (for the caller's bare `raise`) for anything else."""
+    code = system_errno(e)
+    named = isinstance(e, OSError) and bool(e.filename)
+    if isinstance(e, (OSError, RuntimeError)) and code is not None and not named:
+        raise OSError(code, os.strerror(code), str(path)) from e
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `target`; on success it replaces `target` whole.
@@ -90,8 +114,9 @@ def atomic_output_dir(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        reraise_named(e, target)
         raise
     old = None
     if target.exists():
@@ -115,9 +140,10 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs) -> Iterator:
         with open(tmp, mode, **kwargs) as f:
             yield f
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        reraise_named(e, path)
         raise
 
 
@@ -136,6 +162,9 @@ def atomic_files(paths: list[str | Path]) -> Iterator[list[Path]]:
         yield tmps
         for tmp, p in zip(tmps, paths, strict=True):
             os.replace(tmp, p)
+    except BaseException as e:
+        reraise_named(e, paths[0].parent)
+        raise
     finally:
         for tmp in tmps:
             with contextlib.suppress(FileNotFoundError):

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from cog import CogError
+from cog.io import system_errno
 
 
 def friendly_errors(main: Callable[..., int]) -> Callable[..., int]:
@@ -57,13 +58,7 @@ def system_error_line(e: BaseException) -> str | None:
     path), naming the file and the fix; None for anything else (a bug keeps its traceback).
     All cog outputs are written to a temporary file and renamed, so nothing half-written is
     left behind that a later run would take as valid."""
-    code = getattr(e, "errno", None)
-    if code is None:  # h5py and torch report the C library's errno inside their message
-        m = re.search(r"errno = (\d+)|\[Errno (\d+)\]", str(e))
-        if m is None and "No space left" in str(e):
-            code = errno.ENOSPC
-        elif m is not None:
-            code = int(m.group(1) or m.group(2))
+    code = system_errno(e)
     if code not in _FIXES:
         return None
     where = getattr(e, "filename", None)

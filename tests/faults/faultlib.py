@@ -3,10 +3,10 @@ pickles whose payload would leave a marker file, and a file-size limit for 'disk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import resource
-import subprocess
 import sys
 from pathlib import Path
 
@@ -46,19 +46,21 @@ def malicious_splits(path: Path, marker: Path) -> Path:
     return path
 
 
-def run_limited(args: list[str], fsize: int, cwd: Path | None = None, timeout: int = 120):
-    """Run a child with RLIMIT_FSIZE = `fsize` bytes: every write past it fails with EFBIG,
-    as on a full disk (Python ignores SIGXFSZ, so the write call itself reports it)."""
+@contextlib.contextmanager
+def file_size_limit(nbytes: int):
+    """Within the block every write past `nbytes` into any file fails with EFBIG, as on a
+    full disk (RLIMIT_FSIZE; Python ignores SIGXFSZ, so the write call reports it). The
+    soft limit is restored afterwards (a process may raise it back to the hard limit)."""
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
-    return subprocess.run(
-        args,
-        env=env(),
-        preexec_fn=limit,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-    )
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (hidden ones included) and its bytes."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
