@@ -804,7 +804,6 @@ def _merge(
             shape=(m, dim),
             dtype=settings["dtype"],
             chunks=(rows, dim) if m else None,
-            fletcher32=bool(m),
         )
         pos = 0
         for st in starts:
@@ -1029,7 +1028,6 @@ def project_features(
                         shape=(len(fs), y.shape[1]),
                         dtype=dtype,
                         chunks=(min(len(fs), 1024), y.shape[1]),
-                        fletcher32=True,
                     )
                 feats[pos : pos + len(y)] = y
                 pos += len(y)

@@ -3,9 +3,10 @@
 HDF5 stores no checksum by default, so a damaged cache reads back wrong numbers without
 complaint. Every cache cog writes carries, in the attribute `sha256_datasets`, the sha256 of
 each dataset's content (numbers as their stored bytes, strings as UTF-8 with a length
-prefix), and its features use HDF5 fletcher32 chunks, so even a reader that skips
-verification gets a read error on a damaged chunk. `verify` recomputes every digest;
-`cog.features.open_features` (cog-eval, cog-tldr) and cog-extract's reuse of a cache call it.
+prefix). `verify` recomputes every digest; `cog.features.open_features` (cog-eval, cog-tldr)
+and cog-extract's reuse of a cache call it. HDF5's fletcher32 chunk filter was the other
+choice: it doubles the cost of every later read and makes verification slower, not faster
+(benchmarks/bench_integrity.py), so cog does not use it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from cog import CogError
 
 ATTR = "sha256_datasets"
-ROWS = 1 << 16  # rows hashed per read: bounded memory for 1.3M x 2048 caches
+BLOCK_BYTES = 16 << 20  # bytes hashed per read: bounded memory for 1.3M x 2048 caches
 
 
 def dataset_sha256(ds: h5py.Dataset) -> str:
@@ -33,14 +34,18 @@ def dataset_sha256(ds: h5py.Dataset) -> str:
             h.update(repr(ds[()]).encode())
         return h.hexdigest()
     strings = h5py.check_string_dtype(ds.dtype) is not None or ds.dtype.kind == "O"
-    for a in range(0, ds.shape[0], ROWS):
-        block = ds[a : a + ROWS]
+    row_bytes = max(1, ds.dtype.itemsize * (ds.size // ds.shape[0]))
+    rows = max(1, BLOCK_BYTES // row_bytes)
+    if ds.chunks:  # whole chunks per read
+        rows = max(ds.chunks[0], rows - rows % ds.chunks[0])
+    for a in range(0, ds.shape[0], rows):
+        block = ds[a : a + rows]
         if strings:
             for s in block.reshape(-1):
                 b = s if isinstance(s, bytes) else str(s).encode("utf-8", "surrogateescape")
                 h.update(len(b).to_bytes(8, "little") + b)
         else:
-            h.update(np.ascontiguousarray(block).tobytes())
+            h.update(memoryview(np.ascontiguousarray(block)).cast("B"))
     return h.hexdigest()
 
 

@@ -64,3 +64,42 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
     }
+
+
+# leaderboard workers: module-level here, so spawned children import nothing heavy
+
+
+def leaderboard_row(model: str, dataset: str, mean: float) -> dict:
+    from cog.leaderboard import make_row
+
+    return make_row(
+        model=model,
+        group="sup",
+        dataset=dataset,
+        setting="all",
+        n_shot=0,
+        metric="top1",
+        protocol="fast",
+        values=(mean, mean),
+        seeds=(22, 37),
+        run=f"runs/{model}/{dataset}.json",
+    )
+
+
+def write_rows(path: str, w: int, n: int) -> None:
+    """Writer `w`: n updates of its model's row on cog_l1..cog_l5 (last mean: 5..9)."""
+    from cog.leaderboard import update_leaderboard
+
+    for i in range(n):
+        update_leaderboard(path, [leaderboard_row(f"m{w}", f"cog_l{i % 5 + 1}", float(i))])
+
+
+def hold_lock(path: str, ready) -> None:
+    """Take the leaderboard lock and hold it until killed."""
+    import time
+
+    from cog.leaderboard import locked
+
+    with locked(path):
+        ready.set()
+        time.sleep(600)

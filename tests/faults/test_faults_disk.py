@@ -11,13 +11,13 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
-from faultlib import file_size_limit, snapshot
+from faultlib import file_size_limit, leaderboard_row, snapshot
 
 from cog.cli import friendly_errors, system_error_line
 from cog.data import image_folder
 from cog.extract import extract
 from cog.features import open_features
-from cog.leaderboard import make_row, read_leaderboard, update_leaderboard
+from cog.leaderboard import read_leaderboard, update_leaderboard
 from cog.levels import LevelsConfig, write_levels
 from cog.splits import build_splits, write_splits
 from cog.synthetic import make_imagenet21k, tiny_backbone
@@ -79,31 +79,17 @@ def test_levels_on_a_full_disk_keep_the_previous_folder(tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
-def _row(model: str) -> dict:
-    return make_row(
-        model=model,
-        group="sup",
-        dataset="cog_l1",
-        setting="all",
-        n_shot=0,
-        metric="top1",
-        protocol="fast",
-        values=(70.0, 72.0),
-        seeds=(22, 37),
-        run=f"runs/{model}/cog_l1_all_fast.json",
-    )
-
-
 def test_leaderboard_on_a_full_disk(tmp_path, capsys):
     path = tmp_path / "leaderboard.csv"
-    update_leaderboard(path, [_row(model=f"m{i}") for i in range(5)])
+    update_leaderboard(path, [leaderboard_row(f"m{i}", "cog_l1", 70.0) for i in range(5)])
     before = path.read_bytes()
+    new = [leaderboard_row("new", "cog_l1", 70.0)]
     with file_size_limit(len(before)):
-        assert friendly_errors(lambda: update_leaderboard(path, [_row(model="new")]))() == 2
+        assert friendly_errors(lambda: update_leaderboard(path, new))() == 2
     _one_line_efbig(capsys)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name != path.name] == [".leaderboard.csv.lock"]
-    update_leaderboard(path, [_row(model="new")])  # the leftover lock file is harmless
+    update_leaderboard(path, new)  # the leftover lock file is harmless
     assert "new" in set(read_leaderboard(path).model)
 
 
