@@ -378,7 +378,6 @@ def _fingerprint(
         "n_shot": n_shot,
         "protocol": protocol,
         "weights_sha256": train.attrs.get("weights_sha256"),
-        "checkpoint_load": train.attrs.get("checkpoint_load"),
         "features_mode": train.attrs.get("mode"),
         "features_dtype": train.attrs.get("dtype"),
         "train_images_sha256": train.attrs.get("images_sha256"),
@@ -586,6 +585,7 @@ class Evaluator:
             "group": self.card.group,
             "random_init": cfg.random_init,
             "weights_sha256": train.attrs.get("weights_sha256"),
+            "checkpoint_load": train.attrs.get("checkpoint_load"),  # weights_only unless trusted
             "dataset": ds,
             "setting": setting,
             "n_shot": n,

@@ -678,6 +678,7 @@ def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys, monkeypatch)
     pd.testing.assert_frame_equal(rand, lb.reset_index(drop=True))
     rec3 = json.loads((out / "runs" / SMOKE_MODEL / "cog_l1_all_fast.json").read_text())
     assert rec3["random_init"] is False and rec3["weights_sha256"] == sha256_file(weights)
+    assert rec3["checkpoint_load"] in ("weights_only", "safetensors")  # never full unpickling
 
     # finished, with the weights on disk: caches and runs are reused, no model is built
     import cog.zoo
