@@ -74,6 +74,9 @@ def verify(h5: h5py.File, path: str | Path, required: bool = False) -> bool:
     False, or raises when `required`. Returns True when verified.
     """
     path = Path(path)
+    key = _identity(path)
+    if key is not None and key in _VERIFIED:  # this process checked this very file already
+        return True
     raw = h5.attrs.get(ATTR)
     if raw is None:
         msg = (
@@ -100,7 +103,22 @@ def verify(h5: h5py.File, path: str | Path, required: bool = False) -> bool:
                 f"{path}: dataset {name!r} does not match its sha256 (the file is corrupted); "
                 f"{_fix(path)}"
             )
+    if key is not None:
+        _VERIFIED.add(key)
     return True
+
+
+#: files verified by this process, by (path, inode, size, mtime): cog-eval reuses a cache
+#: (cog-extract's check) and then opens it, and one verification is enough for both
+_VERIFIED: set[tuple] = set()
+
+
+def _identity(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def verify_file(path: str | Path, required: bool = False) -> bool:
