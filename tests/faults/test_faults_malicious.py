@@ -272,3 +272,19 @@ def test_card_file_names_stay_in_their_folder(field, value):
         zoo.WeightSource.from_dict(src, "card.yaml")
     ok = {"url": "https://example.invalid/a.zip", "filename": "a.zip", "member": "run/a.pth"}
     assert zoo.WeightSource.from_dict(ok, "card.yaml").member == "run/a.pth"
+
+
+def test_how_the_weights_were_read_is_in_the_cache(tmp_path):
+    from cog.data import image_folder
+    from cog.extract import extract
+    from cog.features import open_features
+    from cog.synthetic import make_imagenet21k, tiny_backbone
+
+    root = make_imagenet21k(tmp_path / "t", ["n00000001"], 2)
+    bb = tiny_backbone()
+    bb.checkpoint_load = "full unpickling (--trust-checkpoint)"
+    out = extract(
+        bb, image_folder(root), tmp_path / "f.h5", workers=0, device="cpu", progress=False
+    )
+    with open_features(out) as fs:
+        assert fs.attrs["checkpoint_load"] == "full unpickling (--trust-checkpoint)"
