@@ -44,11 +44,12 @@ def make_data(work: Path, classes: int, n_train: int, n_test: int) -> dict:
     import pickle
 
     from cog.io import read_wnid_list
+    from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
     from cog.splits import build_splits, write_splits
     from cog.synthetic import make_imagenet1k, make_imagenet21k
 
-    seen = read_wnid_list(REPO / "splits" / "imagenet1k_wnids.txt")
-    pool = read_wnid_list(REPO / "splits" / "imagenet21k_fall11_wnids.txt")
+    seen = read_wnid_list(DEFAULT_SEEN)
+    pool = read_wnid_list(DEFAULT_POOL)
     unseen = [w for w in pool if w not in set(seen)][::7][: 5 * classes]
     in1k = make_imagenet1k(work / "in1k", seen[:classes], n_train=n_train, n_val=n_test)
     in21k = make_imagenet21k(work / "in21k", unseen, n_per_class=n_train + n_test)

@@ -173,7 +173,7 @@ def _pick(path: Path, names: Sequence[str]) -> Path | None:
 
 
 def levels_file(levels: Path | None) -> Path | None:
-    """The levels file cog.data reads (`--levels`, else the shipped splits/levels/)."""
+    """The levels file cog.data reads (`--levels`, else the shipped cog/resources/levels/)."""
     from cog.levels import DEFAULT_OUT, MAPPING_FILE
 
     return _pick(levels or DEFAULT_OUT, (MAPPING_FILE, "levels.csv"))

@@ -32,13 +32,17 @@ from cog.ic import (
 )
 from cog.io import atomic_output_dir, read_wnid_list, sha256_file, wnid_line_numbers
 from cog.lin import LinEngine
+from cog.resources import LEVELS, POOL_LIST, SEEN_LIST, resource_path
 from cog.safe_pickle import safe_load
 from cog.wordnet import NounHierarchy, load_wordnet
 
+# the shipped lists and levels are package data (cog/resources/README.md)
+DEFAULT_SEEN = resource_path(SEEN_LIST)
+DEFAULT_POOL = resource_path(POOL_LIST)
+SHIPPED_LEVELS = resource_path(LEVELS)
+DEFAULT_OUT = SHIPPED_LEVELS
+# where cog-build-splits writes in a checkout (the outputs rule is issue 20's)
 SPLITS_DIR = Path(__file__).resolve().parent.parent / "splits"
-DEFAULT_SEEN = SPLITS_DIR / "imagenet1k_wnids.txt"
-DEFAULT_POOL = SPLITS_DIR / "imagenet21k_fall11_wnids.txt"
-DEFAULT_OUT = SPLITS_DIR / "levels"
 MAPPING_FILE = "cog_levels_mapping_file.pkl"
 FILTERS = ("seen", "ancestors", "excluded", "min_images", "leaf")
 IC_SOURCES = ("intrinsic", "intrinsic-wordnet", "counts", "file")

@@ -36,6 +36,7 @@ import cog
 from cog import CogError
 from cog.io import atomic_write
 from cog.leaderboard import IDENTITY_COLUMNS, UNKNOWN, one_level_set, upgrade
+from cog.resources import LEVELS, resource_path
 
 LEVEL_COLORS = ("#1b9e77", "#66a61e", "#e6ab02", "#d95f02", "#7570b3", "#e7298a", "#a6761d")
 
@@ -1022,7 +1023,7 @@ def make_report(
 
 
 def _default_levels() -> Path:
-    return Path(__file__).resolve().parent.parent / "splits" / "levels"
+    return resource_path(LEVELS)
 
 
 def _note_selection(lb, lb_all, lb_few, metric, protocol, notes: list[str]) -> None:

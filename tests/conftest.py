@@ -1,4 +1,5 @@
-"""Shared fixtures: WordNet 3.0 (installed by scripts/install.sh) and the real IN-21K counts."""
+"""Shared fixtures: WordNet 3.0 (installed by scripts/install.sh), the real IN-21K counts, a
+hand-built noun tree and the shipped wnid lists that generated image trees draw from."""
 
 from __future__ import annotations
 
@@ -60,3 +61,12 @@ def toy_hierarchy():
         parents=parents,
         source="hand-built",
     )
+
+
+@pytest.fixture(scope="session")
+def shipped_wnids() -> tuple[list[str], list[str]]:
+    """The shipped seen (ImageNet-1K) and pool (ImageNet-21K fall 2011) wnid lists."""
+    from cog.io import read_wnid_list
+    from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
+
+    return read_wnid_list(DEFAULT_SEEN), read_wnid_list(DEFAULT_POOL)

@@ -521,24 +521,17 @@ SMOKE_CARD = {
 }
 
 
-def _pool_wnids(n_seen, n_unseen):
-    from cog.io import read_wnid_list
-
-    root = Path(__file__).resolve().parent.parent / "splits"
-    seen = read_wnid_list(root / "imagenet1k_wnids.txt")
-    unseen = [w for w in read_wnid_list(root / "imagenet21k_fall11_wnids.txt") if w not in seen]
-    return seen[:n_seen], unseen[:: len(unseen) // n_unseen][:n_unseen]
-
-
 @pytest.fixture(scope="module")
-def trees(tmp_path_factory):
+def trees(tmp_path_factory, shipped_wnids):
     """IN-1K (5 classes, 6 train + 2 val) and IN-21K (15 concepts, 8 images) trees; five
     levels of three concepts in the authors' pkl and our CSV; splits drawn by cog.splits in
     the authors' pickle format and our CSV."""
     synthetic = pytest.importorskip("cog.synthetic", reason="cog.synthetic not landed yet")
     splits_mod = pytest.importorskip("cog.splits", reason="cog.splits not landed yet")
     tmp = tmp_path_factory.mktemp("smoke")
-    seen, unseen = _pool_wnids(5, 15)
+    seen, pool = shipped_wnids
+    unseen = [w for w in pool if w not in seen]
+    seen, unseen = seen[:5], unseen[:: len(unseen) // 15][:15]
     in1k = synthetic.make_imagenet1k(tmp / "in1k", seen, n_train=6, n_val=2)
     in21k = synthetic.make_imagenet21k(tmp / "in21k", unseen, n_per_class=8)
     levels = [sorted(unseen[3 * k : 3 * k + 3]) for k in range(5)]

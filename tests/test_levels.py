@@ -331,7 +331,7 @@ def embedded_vs_counts_lines(per_level: pd.DataFrame) -> list[str]:
 
 def test_shipped_levels_distance_to_the_counts_build(built, hierarchy):
     if not (DEFAULT_OUT / MAPPING_FILE).is_file():
-        pytest.skip("splits/levels not built")
+        pytest.skip("cog/resources/levels not built")
     embedded = build_levels(LevelsConfig(), hierarchy, progress=False)
     assert embedded.levels == read_levels(DEFAULT_OUT)  # shipped = the embedded default run
     seen = hierarchy.lookup(read_wnid_list(DEFAULT_SEEN))

@@ -67,8 +67,8 @@ def test_explore_results_takes_another_leaderboard(tmp_path):
 
 
 def test_explore_levels_runs_on_the_shipped_levels():
-    if not (NOTEBOOKS.parent / "splits" / "levels" / "ic.tsv").is_file():
-        pytest.skip("splits/levels not built")
+    if not (NOTEBOOKS.parent / "cog" / "resources" / "levels" / "ic.tsv").is_file():
+        pytest.skip("cog/resources/levels not built")
     text, images = outputs(run("explore_levels.ipynb", N_EXAMPLES=3))
     assert images == 1
     assert "concepts  1000  1000  1000  1000  1000" in text

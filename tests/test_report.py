@@ -460,7 +460,7 @@ def test_concept_path_reaches_the_nearest_seen_concept_through_the_lin_subsumer(
     from cog.wordnet import load_wordnet
 
     if not (DEFAULT_OUT / "ic.tsv").is_file():
-        pytest.skip("splits/levels not built")
+        pytest.skip("cog/resources/levels not built")
     try:
         reader = load_wordnet(download=False)
     except CogError as e:

@@ -378,17 +378,14 @@ FAST = ["--epochs", "2", "--batch-size", "16", "--projector", "32,32", "--n-neig
 
 
 @pytest.fixture(scope="module")
-def trees(tmp_path_factory):
+def trees(tmp_path_factory, shipped_wnids):
     import pickle
 
     synthetic = pytest.importorskip("cog.synthetic")
     splits_mod = pytest.importorskip("cog.splits")
-    from cog.io import read_wnid_list
-
     tmp = tmp_path_factory.mktemp("tldr_trees")
-    root = __import__("pathlib").Path(__file__).resolve().parent.parent / "splits"
-    seen = read_wnid_list(root / "imagenet1k_wnids.txt")[:4]
-    pool = [w for w in read_wnid_list(root / "imagenet21k_fall11_wnids.txt") if w not in seen]
+    seen = shipped_wnids[0][:4]
+    pool = [w for w in shipped_wnids[1] if w not in seen]
     unseen = pool[:: len(pool) // 6][:6]
     in1k = synthetic.make_imagenet1k(tmp / "in1k", seen, n_train=8, n_val=2)
     in21k = synthetic.make_imagenet21k(tmp / "in21k", unseen, n_per_class=6)

@@ -1,5 +1,5 @@
 """cog-build-levels: rank ImageNet-21K concepts by Lin similarity to ImageNet-1K and cut them
-into the CoG levels. Run without options it rebuilds splits/levels from the shipped lists."""
+into the CoG levels. Run without options it rebuilds the shipped levels from the shipped lists."""
 
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--in1k-root", type=Path, help="ImageNet-1K root holding train/ and val/")
     src.add_argument("--imagenet-root", type=Path, help="ImageNet-21K root (<wnid>/ folders)")
-    src.add_argument("--levels", type=Path, help="levels file (default: splits/levels)")
+    src.add_argument("--levels", type=Path, help="levels file (default: the shipped levels)")
     src.add_argument(
         "--splits", type=Path, help="split file (default: splits/cog_concepts_split_file.pkl)"
     )

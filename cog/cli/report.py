@@ -35,7 +35,7 @@ def parser() -> argparse.ArgumentParser:
         "--levels",
         type=Path,
         help="a cog-build-levels output folder (candidates.csv or levels.csv) for the "
-        "Lin-similarity figure (default: splits/levels when present)",
+        "Lin-similarity figure (default: the shipped cog/resources/levels)",
     )
     p.add_argument("--out", type=Path, default=Path("results/figures"), help="figure folder")
     p.add_argument(
