@@ -335,6 +335,45 @@ _CARD_FIELDS = {
 }
 
 
+FAMILIES_FILE = "_families.yaml"  # in SHIPPED_DIR; not a card (cards never start with "_")
+_FAMILY_FIELDS = {"arch", "feature", "preprocess", "converter", "dropped_keys", "precision"}
+
+
+@functools.lru_cache(maxsize=1)
+def families() -> dict[str, dict[str, Any]]:
+    """Named partial cards (`cog/cards/_families.yaml`) that a card extends with `family:`.
+
+    Like timm's `_cfg(**kwargs)`: a card states only what differs from its family, and the
+    family only what differs from the schema's defaults (models/README.md).
+    """
+    path = SHIPPED_DIR / FAMILIES_FILE
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    _check(isinstance(data, Mapping), str(path), "must map family names to partial cards")
+    for name, fam in data.items():
+        _check(isinstance(fam, Mapping), f"{path} [{name}]", "a family must be a mapping")
+        _only_keys(fam, _FAMILY_FIELDS, f"{path} [{name}]")
+    return {str(k): dict(v) for k, v in data.items()}
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        both = isinstance(v, Mapping) and isinstance(out.get(k), Mapping)
+        out[k] = _merge(out[k], v) if both else v
+    return out
+
+
+def _expand_family(d: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    if "family" not in d:
+        return d
+    name, known = d["family"], families()
+    _check(name in known, where, f"unknown family {name!r}; known: {sorted(known)}")
+    return _merge(known[name], {k: v for k, v in d.items() if k != "family"})
+
+
 def _normalize(d: Mapping[str, Any]) -> dict[str, Any]:
     """Accept the compact form (`arch: "timm:resnet50"`, top-level `feature_dim`,
     `checkpoint: {path, sha256}`, `description`) that cog-train-mochi writes."""
@@ -394,8 +433,8 @@ class ModelCard:
     def from_dict(cls, d: Mapping[str, Any], where: str = "<card>") -> ModelCard:
         """Validate a card mapping (as read from YAML); CogError names the field and fix."""
         _check(isinstance(d, Mapping), where, "a card must be a mapping of fields")
-        _only_keys(d, _CARD_FIELDS | {"feature_dim", "checkpoint"}, where)
-        d = _normalize(d)
+        _only_keys(d, _CARD_FIELDS | {"feature_dim", "checkpoint", "family"}, where)
+        d = _normalize(_expand_family(d, where))
         name = d.get("name")
         _check(
             isinstance(name, str) and bool(re.fullmatch(r"[A-Za-z0-9][\w.\-+]*", name or "")),
@@ -583,7 +622,8 @@ def _read_card_file(path: Path) -> ModelCard:
 def _shipped() -> tuple[ModelCard, ...]:
     if not SHIPPED_DIR.is_dir():
         raise CogError(f"{SHIPPED_DIR}: the shipped model cards are missing; reinstall cog")
-    return tuple(_read_card_file(p) for p in sorted(SHIPPED_DIR.glob("*.yaml")))
+    paths = sorted(p for p in SHIPPED_DIR.glob("*.yaml") if not p.name.startswith("_"))
+    return tuple(_read_card_file(p) for p in paths)
 
 
 #: user cards left out of the registry: file -> the error (reported once per process)
