@@ -34,6 +34,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from tqdm.auto import tqdm
 
 from cog import CogError
+from cog.estimator import check_fitted
 
 SEEDS = (22, 37, 45, 77, 93)
 FEW_SHOT_N = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -401,8 +402,10 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
 
     Fitted attributes: classes_, coef_ [C, D] and intercept_ [C] (torch tensors on the fit
     device) acting on L2-normalised features, best_params_, cv_results_ (one dict per
-    trial / path point), timings_ (seconds), peak_memory_ (bytes), n_features_in_, n_train_,
-    storage_dtype_, device_.
+    trial / path point), n_iter_ (iterations of the final refit: L-BFGS steps, or SGD epochs
+    for the reference protocol), timings_ (seconds), peak_memory_ (bytes), n_features_in_,
+    n_train_, storage_dtype_, device_. Used before fit: cog.estimator.NotFittedError, which
+    is scikit-learn's NotFittedError and a CogError.
     """
 
     def __init__(
@@ -593,6 +596,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         refit = _Objective(store, final, y_t, mu, inv, n_classes)
         n_iter, n_eval = _lbfgs(refit, W, b, lam, self.max_iter, gtol, self.history_size)
         self.coef_, self.intercept_ = _effective(W, b, mu, inv)
+        self.n_iter_ = n_iter  # L-BFGS iterations of the refit
         self.best_params_ = {
             "l2": best["l2"],
             "l2_refit": lam,
@@ -622,7 +626,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
             ts = time.perf_counter()
             lr = trial.suggest_float("lr", *REFERENCE_LR_RANGE, log=True)
             wd = trial.suggest_float("wd", *REFERENCE_WD_RANGE, log=True)
-            coef, icpt = self._sgd(store, tr, y_t, n_classes, lr, wd, trial.number)
+            coef, icpt, _ = self._sgd(store, tr, y_t, n_classes, lr, wd, trial.number)
             top1 = _evaluate(store, va, y_t, coef, icpt)[0]
             results.append(
                 {
@@ -649,7 +653,9 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
             bar.close()
         t_tune = time.perf_counter() - t0
         lr, wd = study.best_params["lr"], study.best_params["wd"]
-        self.coef_, self.intercept_ = self._sgd(store, final, y_t, n_classes, lr, wd, self.n_trials)
+        self.coef_, self.intercept_, self.n_iter_ = self._sgd(
+            store, final, y_t, n_classes, lr, wd, self.n_trials
+        )  # n_iter_: SGD epochs of the refit
         self.best_params_ = {"lr": lr, "wd": wd, "val_top1": study.best_value}
         self.cv_results_ = results
         return t_tune, time.perf_counter() - t0 - t_tune
@@ -658,7 +664,7 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
         """One linear layer, SGD with momentum, weight decay on all params, lagging cosine.
 
         As in the authors' loop, a non-finite batch loss (SGD diverged) ends training before
-        that step, and the layer is scored as it stands.
+        that step, and the layer is scored as it stands. Returns (weight, bias, epochs run).
         """
         dev = store.device
         gen = torch.Generator().manual_seed(int(self.seed) * 1000 + int(run))
@@ -676,17 +682,16 @@ class LogRegProbe(ClassifierMixin, BaseEstimator):
                 rows = perm[a : a + self.batch_size]
                 loss = torch.nn.functional.cross_entropy(layer(store.data[rows].float()), y_t[rows])
                 if not torch.isfinite(loss):
-                    return layer.weight.detach().clone(), layer.bias.detach().clone()
+                    return layer.weight.detach().clone(), layer.bias.detach().clone(), epoch
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-        return layer.weight.detach().clone(), layer.bias.detach().clone()
+        return layer.weight.detach().clone(), layer.bias.detach().clone(), self.epochs
 
     # ---- prediction ------------------------------------------------------------------
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "coef_"):
-            raise CogError("this LogRegProbe is not fitted yet; call fit(X, y) first")
+        check_fitted(self, "coef_", "call fit(X, y) first")
 
     def _test_store(self, X: Any) -> FeatureStore:
         self._check_fitted()

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cog import CogError
+from cog.estimator import check_fitted, check_number
 from cog.io import atomic_write
 
 FORMAT = "cog-projection"
@@ -441,8 +442,13 @@ class _Projector(BaseEstimator):
     kind = ""
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "input_dim_"):
-            raise CogError(f"this {type(self).__name__} is not fitted yet; call fit(X) or load()")
+        check_fitted(self, "input_dim_", "call fit(X) or load()")
+
+    @property
+    def n_features_in_(self) -> int:
+        """scikit-learn's name for the input dimension D (NotFittedError before fit)."""
+        self._check_fitted()
+        return int(self.input_dim_)
 
     def _check_dims(self, n: int, dim: int, name: str) -> None:
         d = int(self.n_components)
@@ -625,6 +631,8 @@ class TLDR(_Projector):
                 f"epochs={self.epochs}, batch_size={self.batch_size}: need epochs >= 1 and "
                 "batch_size >= 2"
             )
+        check_number(self.lr, "lr", low=0.0, low_open=True)
+        check_number(self.weight_decay, "weight_decay", low=0.0)
         parse_projector(self.projector)
 
     def fit(
@@ -747,6 +755,7 @@ class TLDR(_Projector):
         self.input_dim_ = dim
         self.neighbors_ = nbrs.cpu().numpy()
         self.loss_history_ = history
+        self.n_iter_ = len(history)  # epochs trained, resumed ones included
         self.fit_info_ = {
             "n_samples": n,
             "input_dim": dim,
@@ -832,6 +841,7 @@ class TLDR(_Projector):
         enc.load_state_dict(blob["encoder"])
         self.encoder_ = enc.eval()
         self.loss_history_ = blob.get("loss_history", [])
+        self.n_iter_ = len(self.loss_history_)
 
 
 # --------------------------------------------------------------------------- PCA whitening
@@ -866,6 +876,8 @@ class PCAW(_Projector):
 
     def fit(self, X: Any, y: Any = None) -> PCAW:
         """Estimate mean and covariance of X; y is ignored."""
+        check_number(self.power, "power", low=0.0)
+        check_number(self.eps, "eps", low=0.0, low_open=True)
         name = _describe(X)
         src = _source(X)
         n, dim = _check_shape(src, name)

@@ -340,3 +340,19 @@ def test_fast_solver_reaches_sklearn_lbfgs_objective_at_equivalent_c(lam):
 def test_fit_l2_rejects_bad_strength():
     with pytest.raises(CogError, match="l2 must be positive"):
         probe.fit_l2(*blobs(), 0.0)
+
+
+def test_scikit_learn_conventions(data, fast_fit):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    Xtr, ytr, Xte, _ = data
+    with pytest.raises(NotFittedError, match="LogRegProbe is not fitted yet"):
+        LogRegProbe().predict_proba(Xte)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(LogRegProbe())
+    check_is_fitted(fast_fit)
+    # n_iter_: L-BFGS steps of the refit (fast) or SGD epochs of the refit (reference)
+    assert fast_fit.n_iter_ == fast_fit.best_params_["refit_iter"] >= 0  # warm-started refit
+    ref = LogRegProbe(device="cpu", **TINY_REF).fit(Xtr, ytr)
+    assert ref.n_iter_ == TINY_REF["epochs"]

@@ -528,3 +528,36 @@ def test_cog_tldr_bad_requests(home, capsys):
     assert "leaks" in capsys.readouterr().err
     assert main(["fit", "no_such_model", "--dim", "8", *common]) == 2
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_scikit_learn_conventions(tmp_path):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    X = blobs()
+    for est in (TLDR(), PCAW()):
+        with pytest.raises(NotFittedError, match="not fitted yet; call fit"):
+            est.transform(X)
+        with pytest.raises(NotFittedError):
+            check_is_fitted(est)
+        assert not hasattr(est, "n_features_in_")
+    model = TLDR(n_components=4, **SMALL).fit(X)
+    check_is_fitted(model)
+    assert model.n_iter_ == SMALL["epochs"] == len(model.loss_history_)
+    assert model.n_features_in_ == 32 == PCAW(4).fit(X).n_features_in_
+    assert TLDR.load(model.save(tmp_path / "t.pt")).n_iter_ == model.n_iter_
+
+
+@pytest.mark.parametrize(
+    ("est", "msg"),
+    [
+        (PCAW(4, eps=0.0), r"eps=0\.0: must be a finite number > 0"),
+        (PCAW(4, power=-0.5), r"power=-0\.5: must be a finite number >= 0"),
+        (PCAW(4, power=float("nan")), r"power=nan"),
+        (TLDR(4, lr=0.0), r"lr=0\.0: must be a finite number > 0"),
+        (TLDR(4, weight_decay=-1.0), r"weight_decay=-1\.0"),
+    ],
+)
+def test_parameters_are_checked_at_fit(est, msg):
+    with pytest.raises(CogError, match=msg):
+        est.fit(blobs())
