@@ -70,3 +70,16 @@ def shipped_wnids() -> tuple[list[str], list[str]]:
     from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
 
     return read_wnid_list(DEFAULT_SEEN), read_wnid_list(DEFAULT_POOL)
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests are skipped, with the reason, where no CUDA device is visible."""
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device (marker gpu)")
+        for item in gpu:
+            item.add_marker(skip)

@@ -249,6 +249,7 @@ def test_partial_run_resumes_and_refuses_other_settings(images, reference, tmp_p
         assert np.array_equal(fs.load(), reference[0])
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_gives_identical_features(tree, reference, script, tmp_path):
     out = tmp_path / "k.h5"
     parts = tmp_path / "k.h5.parts"
@@ -272,6 +273,7 @@ def test_sigkill_mid_run_then_resume_gives_identical_features(tree, reference, s
         assert fs.paths == reference[1] and fs.failed == reference[2]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(tree, reference, script, tmp_path):
     two = tmp_path / "two.h5"
     subprocess.run(

@@ -305,6 +305,7 @@ def test_kill_and_resume_equals_uninterrupted(data_root, tmp_path):
     assert [r["loss"] for r in log] == [r["loss"] for r in ref_log]
 
 
+@pytest.mark.slow
 def test_torchrun_two_cpu_processes(data_root, tmp_path):
     """DDP over gloo with shuffled BN: the queue gathers both processes' keys."""
     out = tmp_path / "ddp"

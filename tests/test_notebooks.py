@@ -46,6 +46,7 @@ def outputs(nb) -> tuple[str, int]:
     return "\n".join(text), images
 
 
+@pytest.mark.slow
 def test_explore_results_runs_on_the_fixture_by_default():
     nb = run("explore_results.ipynb")
     text, images = outputs(nb)
@@ -57,6 +58,7 @@ def test_explore_results_runs_on_the_fixture_by_default():
     assert "- deit_small: no few-shot results" in text
 
 
+@pytest.mark.slow
 def test_explore_results_takes_another_leaderboard(tmp_path):
     lines = FIXTURE.read_text().splitlines()
     keep = [lines[0]] + [ln for ln in lines[1:] if ln.startswith(("sup_resnet50,", "deit_small,"))]
@@ -66,6 +68,7 @@ def test_explore_results_takes_another_leaderboard(tmp_path):
     assert "run JSON(s) named by the leaderboard are missing" in text  # runs/ not copied
 
 
+@pytest.mark.slow
 def test_explore_levels_runs_on_the_shipped_levels():
     if not (NOTEBOOKS.parent / "cog" / "resources" / "levels" / "ic.tsv").is_file():
         pytest.skip("cog/resources/levels not built")

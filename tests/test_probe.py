@@ -356,3 +356,15 @@ def test_scikit_learn_conventions(data, fast_fit):
     assert fast_fit.n_iter_ == fast_fit.best_params_["refit_iter"] >= 0  # warm-started refit
     ref = LogRegProbe(device="cpu", **TINY_REF).fit(Xtr, ytr)
     assert ref.n_iter_ == TINY_REF["epochs"]
+
+
+@pytest.mark.gpu
+def test_fast_probe_on_cuda_agrees_with_cpu(data, fast_fit):
+    Xtr, ytr, Xte, yte = data
+    gpu = LogRegProbe(device="cuda", matmul_precision="highest").fit(Xtr, ytr)
+    assert gpu.device_.startswith("cuda") and gpu.coef_.is_cuda
+    assert gpu.best_params_["l2"] == fast_fit.best_params_["l2"]
+    np.testing.assert_allclose(
+        gpu.predict_proba(Xte), fast_fit.predict_proba(Xte), rtol=0, atol=1e-3
+    )
+    assert gpu.scores(Xte, yte) == fast_fit.scores(Xte, yte)

@@ -172,6 +172,7 @@ def test_tldr_training_lowers_the_loss():
     assert hist[-1] < 0.8 * hist[0]
 
 
+@pytest.mark.slow
 def test_tldr_keeps_neighbourhoods_at_least_as_well_as_pca_whitening():
     X, latent = manifold(1000)
     k, d = 10, 16
