@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("protocols", ("cog.protocols",)),  # probe, kNN, feature metrics: leaves
     ("compress", ("cog.compress",)),  # TLDR and PCA-w estimators, projection files: a leaf
     ("zoo", ("cog.zoo",)),  # cards, registry, weights, build, converters, archs
-    ("features", ("cog.features", "cog.synthetic")),  # image lists, decoding, extractor, cache
+    ("features", ("cog.features",)),  # image lists, decoding, extractor, cache, synthetic trees
     ("ssl", ("cog.ssl",)),  # MoCHi and its trainer
     ("bench", ("cog.bench",)),  # evaluate, leaderboard, compression study, report
     ("cli", ("cog.cli",)),
