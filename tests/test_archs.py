@@ -810,6 +810,7 @@ def test_natnet_from_released_config_equals_nat_m4():
         natnet_from_config({"blocks": []})
 
 
+@pytest.mark.slow
 def test_clip_fp16_autocast_returns_close_float32_features():
     model = model_for("clip_rn50", fresh=True)
     x = torch.randn(1, 3, 224, 224)

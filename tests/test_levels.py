@@ -241,6 +241,7 @@ def test_empty_pool_and_too_few_concepts_are_errors(hierarchy, tmp_path):
         build_levels(LevelsConfig(level_size=5000), hierarchy, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_builds_compares_and_fails_cleanly(counts_path, tmp_path, capsys):
     out = tmp_path / "lv"
     small = ["--levels", "3", "--level-size", "300", "--counts", str(counts_path), "-q"]
@@ -270,6 +271,7 @@ def test_levels_are_deterministic(built, hierarchy, counts_path):
     np.testing.assert_array_equal(again.table["similarity"], built.table["similarity"])
 
 
+@pytest.mark.slow
 def test_imagenet_root_counts_drive_the_min_images_filter(hierarchy, tmp_path, capsys):
     pool_w = [
         w

@@ -47,6 +47,7 @@ def _copy_dict(reader, dest):
     return dest
 
 
+@pytest.mark.slow
 def test_explicit_folder_is_installed_and_read(reader, tmp_path, monkeypatch):
     monkeypatch.setenv("COG_NLTK_DATA", str(tmp_path / "nltk_data"))
     src = _copy_dict(reader, tmp_path / "dict")

@@ -273,6 +273,7 @@ def test_distilled_deit_feature_is_the_cls_token_not_the_average():
 
 
 @pytest.mark.skipif(not LARGE, reason="VGG19 is large: COG_TEST_LARGE=0 skips it")
+@pytest.mark.slow
 def test_timm_vgg_fc7_equals_torchvision_fc7_after_relu():
     import torchvision
 
