@@ -894,6 +894,7 @@ def _cli_env(monkeypatch) -> dict:
     return env
 
 
+@pytest.mark.slow
 def test_three_shard_processes_and_a_submitit_job_match_one_process(
     smoke, tmp_path, capsys, monkeypatch
 ):
