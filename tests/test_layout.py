@@ -25,7 +25,18 @@ import pytest
 COG = Path(__file__).resolve().parent.parent / "cog"
 # lowest first: a module may import its own layer or the layers before it
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("core", ("cog", "cog.io", "cog.resources", "cog.estimator", "cog.options")),
+    (
+        "core",
+        (
+            "cog",
+            "cog.io",
+            "cog.resources",
+            "cog.estimator",
+            "cog.options",
+            "cog.safe_pickle",
+            "cog.listing",
+        ),
+    ),
     ("concepts", ("cog.concepts",)),  # WordNet, IC, Lin, levels, splits, level plots
     ("protocols", ("cog.protocols",)),  # probe, kNN, feature metrics: leaves
     ("compress", ("cog.compress",)),  # TLDR and PCA-w estimators, projection files: a leaf
