@@ -4,6 +4,7 @@ its console scripts find the shipped lists, levels and cards as package data."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,9 +25,13 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
 def test_installed_wheel_builds_levels_and_lists_models(tmp_path, reader):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the venv's cog
     env["COG_HOME"] = str(tmp_path / "home")
+    # a clean copy: an in-tree build/ folder could carry modules deleted since into the wheel
+    src = tmp_path / "src"
+    junk = ("build", "*.egg-info", ".git", "__pycache__", "results", "benchmarks", "notebooks")
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(*junk, ".*cache", "corpora"))
     dist = tmp_path / "dist"
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    _run([*pip_wheel, "-w", str(dist), str(REPO)], tmp_path, env)
+    _run([*pip_wheel, "-w", str(dist), str(src)], tmp_path, env)
     (wheel,) = dist.glob("cog-*.whl")
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], tmp_path, env)
