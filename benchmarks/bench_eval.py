@@ -189,14 +189,14 @@ def main() -> None:
             args.shots,
             "--seeds",
             args.seeds,
-            "--no-progress",
+            "--quiet",
             *[a for k, v in data.items() for a in (f"--{k.replace('_', '-')}", str(v))],
         ]
         # interleaved repeats, minimum kept: the machine may be shared
         evals, hands = [], []
         for r in range(args.repeats):
             t = time.perf_counter()
-            assert cog_eval([*cli, "--force"] if r else cli) == 0
+            assert cog_eval([*cli, "--overwrite"] if r else cli) == 0
             evals.append(time.perf_counter() - t)
             t_hand, hand_top1 = hand_loop(caches, seeds, shots, str(dev))
             hands.append(t_hand)

@@ -18,13 +18,14 @@ import importlib.util
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from cog import CogError
 
-Converter = Callable[[Mapping[str, Any]], dict[str, torch.Tensor]]
+if TYPE_CHECKING:  # torch is imported when a checkpoint is converted, not to read cards
+    import torch
+
+Converter = Callable[[Mapping[str, Any]], "dict[str, torch.Tensor]"]
 
 CONVERTERS: dict[str, Converter] = {}
 DOCS: dict[str, str] = {}
@@ -72,8 +73,9 @@ def available() -> dict[str, Converter]:
 
 
 def known_names() -> set[str]:
-    """Names a card may use: registered ones and the reserved `cog.archs` names."""
-    return set(available()) | set(ARCH_CONVERTERS)
+    """Names a card may use: registered ones and the reserved `cog.archs` names (not
+    imported here: checking a card must not import the architectures and torch)."""
+    return set(CONVERTERS) | set(ARCH_CONVERTERS)
 
 
 def get_converter(name: str) -> Converter:
@@ -144,6 +146,8 @@ def convert(
     out = fn(checkpoint)
     if not isinstance(out, Mapping):
         raise CogError(f"converter {name!r} returned {type(out).__name__}, not a state dict")
+    import torch
+
     bad = [k for k, v in out.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CogError(

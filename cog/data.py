@@ -188,14 +188,15 @@ def cog_images(
 ) -> ImageList:
     """Images of CoG level `level` (1..5) from the split file; paths relative to the
     ImageNet-21K root. Concepts sorted by wnid; files sorted."""
-    from cog.levels import DEFAULT_OUT, read_levels
+    from cog.io import default_levels
+    from cog.levels import read_levels
 
     if split not in SPLITS:
         raise CogError(f"unknown split {split!r}; choose train or test")
     root = Path(imagenet_root)
     if not root.is_dir():
         raise CogError(f"{root}: no such folder; pass --imagenet-root (the ImageNet-21K root)")
-    lv = levels if isinstance(levels, list) else read_levels(levels or DEFAULT_OUT)
+    lv = levels if isinstance(levels, list) else read_levels(levels or default_levels())
     if not 1 <= level <= len(lv):
         raise CogError(f"level {level} does not exist: the levels file has {len(lv)} levels")
     sp = splits if isinstance(splits, dict) else read_split_file(splits)

@@ -173,17 +173,19 @@ def _pick(path: Path, names: Sequence[str]) -> Path | None:
 
 
 def levels_file(levels: Path | None) -> Path | None:
-    """The levels file cog.data reads (`--levels`, else the shipped cog/resources/levels/)."""
-    from cog.levels import DEFAULT_OUT, MAPPING_FILE
+    """The levels file cog.data reads (`--levels`, else cog.io.default_levels())."""
+    from cog.io import default_levels
+    from cog.levels import MAPPING_FILE
 
-    return _pick(levels or DEFAULT_OUT, (MAPPING_FILE, "levels.csv"))
+    return _pick(levels or default_levels(), (MAPPING_FILE, "levels.csv"))
 
 
 def splits_file(splits: Path | None) -> Path | None:
-    """The split file cog.data reads (`--splits`, else splits/cog_concepts_split_file.pkl)."""
-    from cog.splits import DEFAULT_SPLITS, SPLIT_CSV, SPLIT_FILE
+    """The split file cog.data reads (`--splits`, else cog.io.default_splits())."""
+    from cog.io import default_splits
+    from cog.splits import SPLIT_CSV, SPLIT_FILE
 
-    return _pick(splits or DEFAULT_SPLITS, (SPLIT_FILE, SPLIT_CSV))
+    return _pick(splits or default_splits(), (SPLIT_FILE, SPLIT_CSV))
 
 
 def run_name(dataset: str, setting: str, n_shot: int, protocol: str) -> str:

@@ -73,6 +73,9 @@ STRICT = (
 )
 
 
+RANDOM_INIT_SUFFIX = "+random-init"  # as cog.leaderboard's (pandas-free import here)
+
+
 def cache_path(model: str, dataset: str, split: str, cache_dir: str | Path | None = None) -> Path:
     """`<cache_dir>/<model>/<dataset>_<split>.h5`; cache_dir defaults to $COG_HOME/features."""
     base = Path(cache_dir) if cache_dir is not None else cog_home() / "features"
@@ -896,7 +899,10 @@ def ensure_features(
     from cog import zoo
 
     card = zoo.get_card(model)
-    out = cache_path(card.name, dataset, split, cache_dir)
+    # random weights get their own folder (named like their leaderboard rows), so that a
+    # smoke run never sits beside, or is mistaken for, the trained model's cache
+    folder = f"{card.name}{RANDOM_INIT_SUFFIX}" if random_init else card.name
+    out = cache_path(folder, dataset, split, cache_dir)
     kw = dict(
         cache_dir=cache_dir,
         in1k_root=in1k_root,

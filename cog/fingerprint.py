@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
+
+if TYPE_CHECKING:  # torch only where features are computed: cards are read without it
+    import torch
 
 from cog import CogError
 
@@ -50,6 +52,8 @@ def canonical_images() -> list[Image.Image]:
 def _directions(dim: int) -> torch.Tensor:
     """[dim, PROBES] of +-1/sqrt(PROBES): signs from PCG64's raw stream (stable across
     numpy versions, unlike Generator methods)."""
+    import torch
+
     raw = np.random.PCG64(20240).random_raw(dim * PROBES)
     signs = np.where(raw & 1, 1.0, -1.0).reshape(dim, PROBES)
     return torch.from_numpy(signs / math.sqrt(PROBES))
@@ -58,6 +62,8 @@ def _directions(dim: int) -> torch.Tensor:
 def features(backbone) -> torch.Tensor:
     """The backbone's float64 features [3, D] of the canonical images (its own transform,
     float32 forward pass, no autocast)."""
+    import torch
+
     dev = next(backbone.parameters()).device
     batch = torch.stack([backbone.transform(im) for im in canonical_images()]).to(dev)
     with torch.inference_mode():
@@ -76,6 +82,8 @@ def sketch(feats: torch.Tensor) -> list[dict[str, Any]]:
 
 def record(backbone, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """The `fingerprint` field of `backbone`'s card, computed from the loaded model."""
+    import torch
+
     return {
         "input": CANONICAL,
         "tolerance": tolerance,

@@ -265,7 +265,7 @@ def read_image_counts(path: str | Path, column: str | None = None) -> dict[str, 
     return out
 
 
-def count_imagenet_root(root: str | Path) -> dict[str, int]:
+def count_imagenet_root(root: str | Path, progress: bool = True) -> dict[str, int]:
     """Count images per synset in an ImageNet-21K root: `<wnid>/` folders or `<wnid>.tar`."""
     root = Path(root)
     if not root.is_dir():
@@ -281,7 +281,7 @@ def count_imagenet_root(root: str | Path) -> dict[str, int]:
             f"{root}: no <wnid>/ folder or <wnid>.tar inside; is this the ImageNet-21K root?"
         )
     out: dict[str, int] = {}
-    for e in tqdm(entries, desc="counting images", unit="synset"):
+    for e in tqdm(entries, desc="counting images", unit="synset", disable=not progress):
         wnid = e.name.split(".")[0]
         if e.is_dir():
             n = sum(

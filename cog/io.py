@@ -26,6 +26,33 @@ def cog_home() -> Path:
     return Path(os.environ.get("COG_HOME") or Path.home() / ".cache" / "cog").expanduser()
 
 
+#: The one rule for outputs: every command writes under ./results (relative to the current
+#: folder) unless --out says otherwise; caches (features, weights, user cards) live in
+#: $COG_HOME. The shipped levels (cog/resources) are read, never written, by default.
+RESULTS_DIR = Path("results")
+USER_LEVELS_DIR = RESULTS_DIR / "levels"
+USER_SPLITS_DIR = RESULTS_DIR / "splits"
+SHIPPED_DIR = Path(__file__).resolve().parent / "resources"  # package data (cog.resources)
+_LEVEL_FILES = ("cog_levels_mapping_file.pkl", "levels.csv")
+_SPLIT_FILES = ("cog_concepts_split_file.pkl", "cog_concepts_split_file.csv")
+
+
+def default_levels() -> Path:
+    """Levels the user built (./results/levels) when present, else the shipped levels,
+    so later commands find `cog-build-levels`' output without --levels."""
+    if any((USER_LEVELS_DIR / n).is_file() for n in _LEVEL_FILES):
+        return USER_LEVELS_DIR
+    return SHIPPED_DIR / "levels"
+
+
+def default_splits() -> Path:
+    """Splits the user built (./results/splits) when present, else the checkout's
+    splits/ file (cog ships no split file: it needs the user's ImageNet-21K paths)."""
+    if any((USER_SPLITS_DIR / n).is_file() for n in _SPLIT_FILES):
+        return USER_SPLITS_DIR / next(n for n in _SPLIT_FILES if (USER_SPLITS_DIR / n).is_file())
+    return Path(__file__).resolve().parent.parent / "splits" / _SPLIT_FILES[0]
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks so large checkpoints do not fill memory."""
     h = hashlib.sha256()

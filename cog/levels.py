@@ -191,7 +191,7 @@ def build_levels(
     if cfg.counts_file is not None:
         counts = read_image_counts(cfg.counts_file, cfg.counts_column)
     elif cfg.imagenet_root is not None:
-        counts = count_imagenet_root(cfg.imagenet_root)
+        counts = count_imagenet_root(cfg.imagenet_root, progress=progress)
     if counts is not None:
         missing = [w for w in pool_w if w not in counts]
         if missing:

@@ -36,7 +36,6 @@ import cog
 from cog import CogError
 from cog.io import atomic_write
 from cog.leaderboard import IDENTITY_COLUMNS, UNKNOWN, one_level_set, upgrade
-from cog.resources import LEVELS, resource_path
 
 LEVEL_COLORS = ("#1b9e77", "#66a61e", "#e6ab02", "#d95f02", "#7570b3", "#e7298a", "#a6761d")
 
@@ -251,6 +250,113 @@ def mark_random_init(lb: pd.DataFrame, runs_dir: str | Path | None = None) -> li
     if broken:
         notes.append(f"{len(broken)} run JSON(s) are not readable JSON (e.g. {broken[0]})")
     return notes
+
+
+def run_facts(lb: pd.DataFrame, runs_dir: str | Path | None = None) -> pd.DataFrame:
+    """Per leaderboard row, what its run JSON says about the data behind the number: classes,
+    train and test images, the kNN k, and the levels file (path, sha256). Rows without a
+    readable run JSON get empty values."""
+    results_dir = Path(lb.attrs.get("path", "results/leaderboard.csv")).parent
+    runs = Path(runs_dir) if runs_dir is not None else None
+    cache: dict[Path, dict] = {}
+    rows = []
+    for i, run in lb["run"].items():
+        facts: dict[str, object] = {}
+        if run:
+            p = run_path(run, results_dir, runs)
+            if p not in cache:
+                try:
+                    cache[p] = json.loads(p.read_text())
+                except (OSError, ValueError):
+                    cache[p] = {}
+            rec = cache[p] if isinstance(cache[p], dict) else {}
+            data = rec.get("data") if isinstance(rec.get("data"), dict) else {}
+            train, test = data.get("train") or {}, data.get("test") or {}
+            lv = data.get("levels") or {}
+            knn = (rec.get("metrics") or {}).get("knn_top1") or {}
+            facts = {
+                "n_classes": test.get("n_classes") or train.get("n_classes"),
+                "n_train": train.get("n_images"),
+                "n_test": test.get("n_images"),
+                "knn_k": knn.get("k") if isinstance(knn, dict) else None,
+                "levels_path": lv.get("path") if isinstance(lv, dict) else None,
+                "levels_sha256": lv.get("sha256") if isinstance(lv, dict) else None,
+            }
+        rows.append({"row": i, **facts})
+    cols = ["n_classes", "n_train", "n_test", "knn_k", "levels_path", "levels_sha256"]
+    return pd.DataFrame(rows, columns=["row", *cols]).set_index("row")
+
+
+def recorded_levels(lb: pd.DataFrame, facts: pd.DataFrame) -> tuple[Path | None, str]:
+    """The levels folder the shown level results were evaluated on, from their run JSONs:
+    (folder, "") when all agree and the file is unchanged, else (None, why not)."""
+    on_levels = lb["dataset"].astype(str).str.match(LEVEL_RE)
+    rec = facts.loc[lb.index[on_levels]].dropna(subset=["levels_sha256"])
+    if rec.empty:
+        return None, "no run of a level records its levels file"
+    sets = rec.groupby("levels_sha256")["levels_path"].first()
+    if len(sets) > 1:
+        shown = ", ".join(f"{p} ({h[:12]})" for h, p in sets.items())
+        return None, (
+            f"the runs were evaluated on {len(sets)} different level sets ({shown}); one "
+            "figure cannot show them: pass --levels DIR to draw one"
+        )
+    sha, path = sets.index[0], Path(sets.iloc[0])
+    if not path.is_file():
+        return None, f"{path}, the levels file the runs recorded, is gone; pass --levels DIR"
+    from cog.io import sha256_file
+
+    if sha256_file(path) != sha:
+        return None, f"{path} changed since the runs were evaluated; pass --levels DIR"
+    return path.parent, ""
+
+
+def data_table(lb: pd.DataFrame, facts: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset (all-data runs): classes and images behind each number, and where
+    top-5 or kNN top-1 says little (top-5 with 5 classes or fewer; k above the images per
+    class)."""
+    rows = []
+    sel = lb[lb["setting"] == "all"]
+    for d in dataset_order(sel["dataset"]):
+        f = facts.loc[sel.index[sel["dataset"] == d]].dropna(subset=["n_classes"])
+        if f.empty:
+            continue
+
+        def span(col: str, f: pd.DataFrame = f) -> str:
+            lo, hi = int(f[col].min()), int(f[col].max())
+            return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+        classes = int(f["n_classes"].min())
+        per_class = float(f["n_train"].min()) / max(int(f["n_classes"].max()), 1)
+        warn = []
+        if classes <= 5:
+            warn.append(f"top-5 is 100% by construction ({classes} classes)")
+        k = f["knn_k"].dropna()
+        if len(k) and float(k.max()) > per_class:
+            warn.append(
+                f"kNN k={int(k.max())} exceeds the ~{per_class:.0f} training images per class"
+            )
+        rows.append(
+            {
+                "dataset": dataset_label(d),
+                "classes": span("n_classes"),
+                "train images": span("n_train"),
+                "test images": span("n_test"),
+                "chance top-1 (%)": f"{100 / classes:.1f}",
+                "note": "; ".join(warn) or "—",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def chance_levels(lb: pd.DataFrame, facts: pd.DataFrame, metric: str) -> dict[str, float]:
+    """Chance score per dataset for a percent metric: 100·k/classes (k = 1, or 5 for top-5),
+    from the classes the runs record; {} for other metrics."""
+    k = {"top1": 1, "knn_top1": 1, "top5": 5}.get(metric)
+    if k is None:
+        return {}
+    n = facts["n_classes"].groupby(lb["dataset"]).min().dropna()
+    return {d: min(100.0, 100.0 * k / c) for d, c in n.items() if c > 0}
 
 
 def select(
@@ -582,6 +688,18 @@ def _empty(fig: plt.Figure, ax: plt.Axes, text: str) -> None:
     ax.set_axis_off()
 
 
+def _suptitle(fig: plt.Figure, text: str) -> None:
+    """A figure title wrapped to the figure's width, so one-panel figures are not clipped."""
+    import textwrap
+
+    chars = max(30, int(fig.get_figwidth() * 72 / (STYLE["font.size"] * 0.62)))
+    fig.suptitle(textwrap.fill(text, chars))
+
+
+def _percent(metric: str) -> bool:
+    return metric in ("top1", "top5", "knn_top1") or metric.endswith("top1")
+
+
 def _grid(n: int, max_cols: int, w: float, h: float) -> tuple[plt.Figure, list[plt.Axes]]:
     cols = max(1, min(n, max_cols))
     rows = max(1, -(-n // cols))
@@ -601,16 +719,22 @@ def _errorbars(
     label: str,
     grid: Sequence[float],
     dx: float = 0.0,
+    bounds: tuple[float, float] | None = None,
 ) -> None:
     """One model's series with error bars; reindexed on `grid` so a missing point breaks
-    the line instead of joining its neighbours."""
+    the line instead of joining its neighbours. With `bounds`, bars stop at the valid range."""
     x, y, err = cols
     st = model_style(df["model"].iloc[0], df["group"].iloc[0])
     d = df.set_index(x)[[y, err]].reindex(list(grid))
+    yerr: object = d[err]
+    if bounds is not None:  # a bar past 0% or 100% would show impossible scores
+        lo, hi = bounds
+        below = np.minimum(d[err], d[y] - lo).clip(lower=0)
+        yerr = np.vstack([below, np.minimum(d[err], hi - d[y]).clip(lower=0)])
     ax.errorbar(
         np.asarray(d.index, dtype=float) + dx,
         d[y],
-        yerr=d[err],
+        yerr=yerr,
         color=st.color,
         marker=st.marker,
         markersize=5,
@@ -662,9 +786,10 @@ def plot_relative(
             pad = 0.06 * max(hi - lo, 1.0)
             for ax in axes[: len(groups)]:
                 ax.set_ylim(min(lo, 0) - pad, max(hi, 0) + pad)
-        fig.suptitle(
+        _suptitle(
+            fig,
             f"{METRIC_LABELS.get(metric, metric)} relative to {baseline} per level "
-            f"({protocol} protocol; error bars: spread over seeds)"
+            f"({protocol} protocol; error bars: spread over seeds)",
         )
     return Plot(fig, data.drop(columns="x"), notes)
 
@@ -675,9 +800,12 @@ def plot_absolute(
     *,
     metric: str = "top1",
     protocol: str = "fast",
+    chance: dict[str, float] | None = None,
 ) -> Plot:
-    """Score against level for the chosen models (one line each, seed std as error bars)."""
+    """Score against level for the chosen models (one line each, seed std as error bars,
+    clipped to 0-100 for percentages); `chance` (dataset -> score) draws the chance level."""
     data = _long(lb, models)
+    bounds = (0.0, 100.0) if _percent(metric) else None
     with plt.rc_context(STYLE):
         datasets = dataset_order(lb["dataset"] if models is None else data["dataset"])
         xpos = {d: i for i, d in enumerate(datasets)}
@@ -687,7 +815,12 @@ def plot_absolute(
         for m in dict.fromkeys(data["model"]):
             sub = data[data["model"] == m].assign(x=lambda d: d["dataset"].map(xpos))
             lab = f"{m} [{sub['group'].iloc[0]}]"
-            _errorbars(ax, sub, ("x", "mean", "std"), lab, range(len(datasets)))
+            _errorbars(ax, sub, ("x", "mean", "std"), lab, range(len(datasets)), bounds=bounds)
+        for d, c in (chance or {}).items():
+            if d in xpos:
+                ax.hlines(c, xpos[d] - 0.3, xpos[d] + 0.3, colors="grey", linestyles=":")
+        if chance and set(chance) & set(xpos):
+            ax.plot([], [], color="grey", linestyle=":", label="chance (k / classes)")
         if not data.empty:
             ax.set_xticks(range(len(datasets)), [dataset_label(d) for d in datasets])
             ax.set_xlim(-0.4, len(datasets) - 0.6)
@@ -704,9 +837,12 @@ def plot_few_shot(
     *,
     metric: str = "top1",
     protocol: str = "fast",
+    chance: dict[str, float] | None = None,
 ) -> Plot:
-    """Few-shot curves: score against N (log2 axis), one panel per dataset."""
+    """Few-shot curves: score against N (log2 axis), one panel per dataset; error bars
+    clipped to 0-100 for percentages; `chance` (dataset -> score) draws the chance level."""
     data = _long(lb_few, models)
+    bounds = (0.0, 100.0) if _percent(metric) else None
     with plt.rc_context(STYLE):
         datasets = dataset_order(data["dataset"])
         fig, axes = _grid(max(len(datasets), 1), 3, 4.2, 3.6)
@@ -717,7 +853,11 @@ def plot_few_shot(
             sub = data[data["dataset"] == d]
             ns = sorted(set(sub["n_shot"]))
             for m in dict.fromkeys(sub["model"]):
-                _errorbars(ax, sub[sub["model"] == m], ("n_shot", "mean", "std"), m, ns)
+                _errorbars(
+                    ax, sub[sub["model"] == m], ("n_shot", "mean", "std"), m, ns, bounds=bounds
+                )
+            if d in (chance or {}):
+                ax.axhline(chance[d], color="grey", linestyle=":", label="chance (k / classes)")
             ax.set_xscale("log", base=2)
             ax.set_xticks(ns, [str(n) for n in ns])
             ax.minorticks_off()
@@ -730,12 +870,12 @@ def plot_few_shot(
             groups = data.groupby("model")["group"].first()
             fig.legend(
                 list(handles.values()),
-                [f"{m} [{groups[m]}]" for m in handles],
+                [f"{m} [{groups[m]}]" if m in groups else m for m in handles],
                 loc="outside right center",
                 fontsize=8,
                 frameon=False,
             )
-        fig.suptitle(f"Few-shot {METRIC_LABELS.get(metric, metric)} ({protocol} protocol)")
+        _suptitle(fig, f"Few-shot {METRIC_LABELS.get(metric, metric)} ({protocol} protocol)")
     return Plot(fig, data, [])
 
 
@@ -924,6 +1064,7 @@ def make_report(
         raise CogError(f"unknown figure format(s) {bad}; choose among png, svg, pdf")
     lb = read_leaderboard(leaderboard)
     notes = mark_random_init(lb, runs)
+    facts = run_facts(lb, runs)
     out = Path(out)
     random_models = sorted(set(lb.loc[lb["random_init"], "model"]))
     lb, excluded = one_level_set(lb, level_set)  # rows of other level sets are never ranked
@@ -952,24 +1093,30 @@ def make_report(
             f"{_close(baseline, set(lb_all['model']))}: the relative figure is not drawn; "
             "pick another with --baseline"
         )
+    elif set(lb_all["model"]) == {base}:
+        notes.append(f"the relative figure is not drawn: no model besides the baseline {base}")
     elif len(lb_all):
         p = plot_relative(lb_all, base, metric=metric, protocol=protocol)
         notes += p.notes
-        figures["relative"] = save_figure(p.figure, out / f"relative_{tag}", formats)
-        tables["relative"] = p.data
+        if p.data.empty:
+            notes.append(f"the relative figure is not drawn: nothing to compare with {base}")
+        else:
+            figures["relative"] = save_figure(p.figure, out / f"relative_{tag}", formats)
+            tables["relative"] = p.data
         plt.close(p.figure)
+    chance = chance_levels(lb, facts, metric)
 
     chosen, n1 = choose_models(lb_all, models, baseline=base, what="per-level figure")
     notes += n1
     if len(lb_all) and chosen:
-        p = plot_absolute(lb_all, chosen, metric=metric, protocol=protocol)
+        p = plot_absolute(lb_all, chosen, metric=metric, protocol=protocol, chance=chance)
         figures["absolute"] = save_figure(p.figure, out / f"levels_{tag}", formats)
         tables["absolute"] = p.data
         plt.close(p.figure)
     few_models, n2 = choose_models(lb_few, models, baseline=base, what="few-shot figure")
     notes += [n for n in n2 if n not in n1]
     if len(lb_few) and few_models:
-        p = plot_few_shot(lb_few, few_models, metric=metric, protocol=protocol)
+        p = plot_few_shot(lb_few, few_models, metric=metric, protocol=protocol, chance=chance)
         figures["few_shot"] = save_figure(p.figure, out / f"few_shot_{tag}", formats)
         tables["few_shot"] = p.data
         plt.close(p.figure)
@@ -987,10 +1134,17 @@ def make_report(
             f.write(html_page("ImageNet-CoG ranking", shown, caption))
         figures["ranking"] = paths
     tables["coverage"] = coverage_table(lb_all, lb_few)
+    shown_keys = {tuple(r) for r in pd.concat([lb_all, lb_few])[list(KEY)].itertuples(index=False)}
+    mask = [tuple(r) in shown_keys for r in lb[list(KEY)].itertuples(index=False)]
+    shown_rows = lb.loc[np.asarray(mask, dtype=bool)]
+    tables["data"] = data_table(shown_rows, facts)
 
     level_source = None
-    if levels is not None or _default_levels().is_dir():
-        folder = Path(levels) if levels is not None else _default_levels()
+    evaluated = shown_rows if len(shown_rows) else lb
+    folder, why = (Path(levels), "") if levels is not None else recorded_levels(evaluated, facts)
+    if folder is None:
+        notes.append(f"Lin-similarity figure not drawn: {why}")
+    else:
         if levels is not None and not folder.exists():
             raise CogError(f"{folder}: no such levels folder; pass a cog-build-levels output")
         try:
@@ -1007,8 +1161,6 @@ def make_report(
             if levels is not None:
                 raise
             notes.append(f"Lin-similarity figure not drawn: {e}")
-    else:
-        notes.append("no levels folder (--levels DIR): the Lin-similarity figure is not drawn")
 
     result = ReportResult(figures, tables, notes, excluded)
     result.files = [p for ps in figures.values() for p in ps]
@@ -1022,15 +1174,18 @@ def make_report(
     return result
 
 
-def _default_levels() -> Path:
-    return resource_path(LEVELS)
-
-
 def _note_selection(lb, lb_all, lb_few, metric, protocol, notes: list[str]) -> None:
     if len(lb) == 0:
         notes.append(f"{lb.attrs.get('path')}: the leaderboard has no rows yet")
         return
     if len(lb_all) + len(lb_few) == 0:
+        same = lb[(lb["metric"] == metric) & (lb["protocol"] == protocol)]
+        if len(same) and same["random_init"].all():
+            notes.append(
+                f"all {len(same)} {metric} ({protocol}) rows are of models with random weights, "
+                "left out: pass --include-random-init to draw them"
+            )
+            return
         have = lb[lb["metric"] == metric]["protocol"].unique().tolist()
         hint = f"; rows exist for protocol(s) {have}: pass --protocol" if have else ""
         metrics = sorted(set(lb["metric"]))
@@ -1120,6 +1275,17 @@ def render_page(
         )
         lines += [
             markdown_table(result.tables["similarity"].round(4).reset_index(names="level")),
+            "",
+        ]
+    data = result.tables.get("data")
+    if data is not None and not data.empty:
+        lines += [
+            "## Data behind each number",
+            "",
+            "Classes and images of the all-data runs shown (ranges when runs differ), and "
+            "the chance score of top-1; the note says where top-5 or kNN top-1 tells little.",
+            "",
+            markdown_table(data),
             "",
         ]
     cov = result.tables.get("coverage")

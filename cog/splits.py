@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import cog
 from cog import CogError
-from cog.io import WNID_RE, atomic_files, sha256_file
+from cog.io import WNID_RE, atomic_files, default_splits, sha256_file
 from cog.levels import SPLITS_DIR, read_levels
 from cog.listing import scan_images
 from cog.safe_pickle import safe_load
@@ -111,12 +111,20 @@ def build_splits(
         )
     need = n_test + min_train
     small = {w: len(p) for w, p in counts.items() if len(p) < need}
+    shown = short_list(small)
+    emptied = [k for k, level in enumerate(lv, start=1) if level and set(level) <= set(small)]
+    if small and exclude_small and emptied:
+        raise CogError(
+            f"{root}: with --exclude-small no concept of level(s) "
+            f"{', '.join(f'L{k}' for k in emptied)} is left ({len(small)} of {len(wnids)} "
+            f"concepts have fewer than {need} images: {short_list(small, 5)}); lower --n-test "
+            f"({n_test}) or --min-train ({min_train}), or rebuild the levels from image counts "
+            "(cog-build-levels --imagenet-root, --min-images) so they hold large concepts"
+        )
     if small and not exclude_small:
-        shown = ", ".join(f"{w} ({n} images)" for w, n in list(small.items())[:10])
-        more = f" and {len(small) - 10} more" if len(small) > 10 else ""
         raise CogError(
             f"{root}: {len(small)} concept(s) have fewer than {need} images "
-            f"({n_test} test + {min_train} train): {shown}{more}"
+            f"({n_test} test + {min_train} train): {shown}"
             f"{'; missing folders: ' + ', '.join(missing[:5]) if missing else ''}. "
             "Fix the ImageNet-21K root, or pass --exclude-small to leave them out (they are "
             "listed in the report)"
@@ -140,6 +148,12 @@ def build_splits(
         "exclude_small": exclude_small,
     }
     return SplitsResult(splits, lv, small, settings, failed)
+
+
+def short_list(counts: dict[str, int], n: int = 10) -> str:
+    """`wnid (k images), ...` for the first `n`, then how many more: error lines stay short."""
+    shown = ", ".join(f"{w} ({k} images)" for w, k in list(counts.items())[:n])
+    return shown + (f" and {len(counts) - n} more" if len(counts) > n else "")
 
 
 def write_splits(result: SplitsResult, out_dir: str | Path = SPLITS_DIR) -> Path:
@@ -193,8 +207,8 @@ def _write_split_files(result, level_of, pkl: Path, csv: Path, js: Path) -> None
 
 def read_split_file(path: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
     """wnid -> {"train": [paths], "test": [paths]} from the authors' pickle or our CSV
-    (default: splits/cog_concepts_split_file.pkl)."""
-    path = Path(path) if path is not None else DEFAULT_SPLITS
+    (default: cog.io.default_splits(), the user's ./results/splits else the shipped file)."""
+    path = Path(path) if path is not None else default_splits()
     if path.is_dir():
         for name in (SPLIT_FILE, SPLIT_CSV):
             if (path / name).is_file():

@@ -25,14 +25,41 @@ import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from torch import nn
 
 from cog import CogError
 from cog.io import atomic_write, cog_home, sha256_file
+
+if TYPE_CHECKING:
+    from cog.backbone import Backbone
+
+
+class _Lazy:
+    """A module imported on first attribute use: reading cards (cog-models list, --help)
+    must not wait seconds for torch."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+torch = _Lazy("torch")
+nn = _Lazy("torch.nn")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Backbone":  # defined with torch, in cog.backbone
+        from cog.backbone import Backbone
+
+        return Backbone
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 GROUPS = ("sup", "a", "s", "r", "d", "local")
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "lanczos")
@@ -53,8 +80,15 @@ def user_dir() -> Path:
 
 
 def checkpoint_dir() -> Path:
-    """torch hub's checkpoint folder (`torch.hub.get_dir()/checkpoints`), the URL cache."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """torch hub's checkpoint folder (`torch.hub.get_dir()/checkpoints`), the URL cache.
+
+    Worked out as torch does ($TORCH_HOME, else $XDG_CACHE_HOME/torch, else
+    ~/.cache/torch) while torch is not imported yet, so listing caches needs no torch."""
+    if "torch.hub" in sys.modules:
+        return Path(sys.modules["torch.hub"].get_dir()) / "checkpoints"
+    xdg = os.environ.get("XDG_CACHE_HOME", os.path.join("~", ".cache"))
+    home = os.path.expanduser(os.environ.get("TORCH_HOME", os.path.join(xdg, "torch")))
+    return Path(home) / "hub" / "checkpoints"
 
 
 def offline() -> bool:
@@ -831,6 +865,11 @@ def _host(source: WeightSource) -> str:
 
 
 def _hub_cached(source: WeightSource) -> Path | None:
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{str(source.location).replace('/', '--')}"
+    if not repo.is_dir():  # nothing cached: skip importing the hub client (half a second)
+        return None
     from huggingface_hub import try_to_load_from_cache
 
     for fname in [source.filename] if source.filename else HUB_FILES:
@@ -1180,47 +1219,6 @@ def load_strict(
         )
 
 
-class Backbone(nn.Module):
-    """A frozen feature extractor: preprocessed images [B,3,H,W] -> features [B, D] float32."""
-
-    def __init__(
-        self,
-        net: nn.Module,
-        card: ModelCard,
-        weights_sha256: str,
-        projection: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        self.net = net
-        self.projection = projection
-        self.card = card
-        self.feature_dim = card.feature_dim
-        self.weights_sha256 = weights_sha256
-        self.checkpoint_load = "weights_only"  # how load() read the file (see load_checkpoint)
-        self.transform = card.preprocess.transform()
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        net = self.net
-        if self.card.base is None and next(net.parameters()).dtype == torch.float16:
-            x = x.half()
-        if isinstance(net, Backbone) or self.card.feature_pool == "head":
-            f = net(x)
-        else:  # "cls": final-norm CLS token, never the distillation token
-            f = net.forward_features(x)[:, 0]
-        f = f.float()
-        if self.projection is not None:
-            f = self.projection(f).float()
-        return f.flatten(1)
-
-    def train(self, mode: bool = True) -> Backbone:
-        """Always eval: a frozen extractor never updates BN statistics or applies dropout."""
-        return super().train(False)
-
-    def extra_repr(self) -> str:
-        return f"model={self.card.name!r}, feature_dim={self.feature_dim}"
-
-
 def _pick_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -1299,6 +1297,8 @@ def load(
     net = net.to(dev)
     if card.precision == "float16" and dev.type == "cuda":
         net = net.half()
+    from cog.backbone import Backbone
+
     backbone = Backbone(net, card, digest).to(dev)
     backbone.checkpoint_load = how
     return backbone
@@ -1371,6 +1371,8 @@ def _load_composite(
     for p in proj.parameters():
         p.requires_grad_(False)
     combined = f"{base.weights_sha256}+{digest}"
+    from cog.backbone import Backbone
+
     backbone = Backbone(base, card, combined, projection=proj.to(dev)).to(dev)
     backbone.checkpoint_load = base.checkpoint_load
     return backbone

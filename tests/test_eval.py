@@ -325,7 +325,7 @@ def prepared(tmp_path, monkeypatch):
         "22,37",
         "--device",
         "cpu",
-        "--no-progress",
+        "--quiet",
     ]
     return types.SimpleNamespace(
         tmp=tmp_path, cache=cache, out=out, args=args, calls=calls, cache_path=cache_path
@@ -408,7 +408,7 @@ def test_rerun_reuses_and_force_redoes(prepared, monkeypatch, capsys):
     assert fits == [45]
     rec = json.loads(path.read_text())
     assert rec["seeds"] == [22, 37, 45]
-    assert main([*prepared.args, "--random-init", "--datasets", "cog_l1", "--force"]) == 0
+    assert main([*prepared.args, "--random-init", "--datasets", "cog_l1", "--overwrite"]) == 0
     assert fits == [45, 22, 37]
 
 
@@ -575,7 +575,7 @@ def smoke(trees, tmp_path, monkeypatch):
         str(tmp_path / "features"),
         "--device",
         "cpu",
-        "--no-progress",
+        "--quiet",
         "--workers",
         "0",
     ]
@@ -659,11 +659,15 @@ def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys, monkeypatch)
     assert "unknown model 'no_such_model'" in capsys.readouterr().err
     assert main([*args, "--random-init", "--few-shot", "--shots", "6"]) == 2
     assert "fewer than 6 training images outside the 20% validation" in capsys.readouterr().err
-    # the caches hold random-init features: trained weights never reuse them silently
-    assert main([*args, "--datasets", "cog_l1"]) == 2
-    assert "--overwrite-features" in capsys.readouterr().err
     assert (out / "leaderboard.csv").read_bytes() == before
-    assert main([*args, "--datasets", "cog_l1", "--overwrite-features"]) == 0
+    # random-init features are cached apart: trained weights extract their own caches and
+    # never meet (or need to replace) the random ones
+    cache = Path(common[common.index("--cache-dir") + 1])
+    random_cache = cache / model / "cog_l1_train.h5"
+    stamp = random_cache.stat().st_mtime_ns
+    assert main([*args, "--datasets", "cog_l1"]) == 0
+    assert (cache / SMOKE_MODEL / "cog_l1_train.h5").is_file()
+    assert random_cache.stat().st_mtime_ns == stamp
     lb3 = pd.read_csv(out / "leaderboard.csv", keep_default_na=False)
     trained = lb3[lb3.model == SMOKE_MODEL]
     assert len(trained) == 5 and set(trained.dataset) == {"cog_l1"}

@@ -354,9 +354,11 @@ def test_ensure_features_and_composite(tree, fake_zoo, tmp_path):
     with pytest.raises(CogError, match="random_init"):
         ensure_features("tiny-a", "in1k", "test", in1k_root=tree, progress=False)
     path = ensure_features("tiny-a-tldr", "in1k", "test", **kw)
-    assert path == cache_path("tiny-a-tldr", "in1k", "test")
+    # random weights are cached apart from trained ones, under the leaderboard row's name
+    assert path == cache_path("tiny-a-tldr+random-init", "in1k", "test")
     assert str(path).startswith(str(tmp_path / "home" / "features"))
-    base = cache_path("tiny-a", "in1k", "test")
+    base = cache_path("tiny-a+random-init", "in1k", "test")
+    assert not cache_path("tiny-a", "in1k", "test").exists()
     assert base.is_file() and fake_zoo.loads.count("tiny-a") == 2  # the refused call + one
     with open_features(base) as b, open_features(path) as c:
         assert c.dim == 4 and c.paths == b.paths and c.attrs["base_model"] == "tiny-a"
@@ -424,7 +426,7 @@ def test_cli_images_folder_and_dataset(tree, fake_zoo, tmp_path, capsys):
         main(
             [
                 "tiny-a",
-                "--dataset",
+                "--datasets",
                 "in1k",
                 "--split",
                 "test",
@@ -439,6 +441,6 @@ def test_cli_images_folder_and_dataset(tree, fake_zoo, tmp_path, capsys):
         )
         == 0
     )
-    assert (tmp_path / "cache" / "tiny-a" / "in1k_test.h5").is_file()
-    assert main(["tiny-a", "--dataset", "in1k", "--split", "test"]) == 2
+    assert (tmp_path / "cache" / "tiny-a+random-init" / "in1k_test.h5").is_file()
+    assert main(["tiny-a", "--datasets", "in1k", "--split", "test"]) == 2
     assert "--in1k-root" in capsys.readouterr().err

@@ -311,10 +311,10 @@ def test_torchrun_two_cpu_processes(data_root, tmp_path):
     out = tmp_path / "ddp"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "cog.cli.train_mochi", "--data", str(data_root), "--name", "ddp", "--arch", ARCH,
+        "-m", "cog.cli.train_mochi", "--in1k-root", str(data_root), "--name", "ddp", "--arch", ARCH,
         "--epochs", "1", "--batch-size", "8", "--image-size", "32", "--queue", "48",
         "--mochi", "8,4,4", "--mochi-warmup", "0", "--workers", "0", "--holdout", "8",
-        "--eval-size", "32", "--out", str(out), "--no-progress", "--no-register",
+        "--eval-size", "32", "--out", str(out), "--quiet", "--no-register",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COG_HOME": str(tmp_path / "home")}
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -451,10 +451,10 @@ def test_cli_trains_registers_and_cog_eval_runs(data_root, tmp_path, monkeypatch
     monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
     out = tmp_path / "cli"
     args = [
-        "--data", str(data_root), "--name", "cli-mochi", "--arch", ARCH, "--epochs", "1",
+        "--in1k-root", str(data_root), "--name", "cli-mochi", "--arch", ARCH, "--epochs", "1",
         "--batch-size", "8", "--image-size", "32", "--queue", "16", "--mochi", "8,4,4",
         "--mochi-warmup", "0", "--workers", "0", "--holdout", "0", "--eval-size", "32",
-        "--out", str(out), "--no-progress",
+        "--out", str(out), "--quiet",
     ]  # fmt: skip
     assert main([*args, "--mochi", "bad"]) == 2
     assert main(args) == 0
@@ -468,7 +468,7 @@ def test_cli_trains_registers_and_cog_eval_runs(data_root, tmp_path, monkeypatch
     res = tmp_path / "results"
     eval_args = ["cli-mochi", "--in1k-root", str(data_root), "--datasets", "in1k", "--seeds",
                  "22", "--out", str(res), "--cache-dir", str(tmp_path / "cache"),
-                 "--no-progress", "--workers", "0", "--device", "cpu"]  # fmt: skip
+                 "--quiet", "--workers", "0", "--device", "cpu"]  # fmt: skip
     assert eval_main(eval_args) == 0
     board = (res / "leaderboard.csv").read_text()
     assert "cli-mochi" in board and "random-init" not in board

@@ -419,7 +419,7 @@ def home(trees, tmp_path, monkeypatch):
         str(tmp_path / "features"),
         "--device",
         "cpu",
-        "--no-progress",
+        "--quiet",
         "--workers",
         "0",
         "--random-init",
@@ -451,7 +451,7 @@ def test_cog_tldr_fit_registers_a_composite_that_cog_eval_scores(home, capsys):
     assert card.projection.sha256 == sha256_file(path)
     assert not list(path.parent.glob(".*ckpt"))  # the checkpoint is removed once saved
     # the projection applies to the base model's cache exactly as transform does
-    base_cache = tmp / "features" / BASE / "in1k_train.h5"
+    base_cache = tmp / "features" / f"{BASE}+random-init" / "in1k_train.h5"  # kept apart
     with open_features(base_cache) as fs:
         X = fs.load()
     model = TLDR.load(path)
@@ -475,7 +475,7 @@ def test_cog_tldr_fit_registers_a_composite_that_cog_eval_scores(home, capsys):
     assert set(lb.dataset) == {"in1k", "cog_l1"} and lb.model.str.startswith(name).all()
     run = next((res / "runs").glob("*/in1k_all_fast.json"))
     assert json.loads(run.read_text())["data"]["train"]["feature_dim"] == 16
-    with open_features(tmp / "features" / name / "in1k_test.h5") as fs:
+    with open_features(tmp / "features" / f"{name}+random-init" / "in1k_test.h5") as fs:
         assert fs.dim == 16
 
 

@@ -1,5 +1,6 @@
 """cog-build-levels: rank ImageNet-21K concepts by Lin similarity to ImageNet-1K and cut them
-into the CoG levels. Run without options it rebuilds the shipped levels from the shipped lists."""
+into the CoG levels. Run without options it builds them from the shipped lists into
+results/levels, where cog-build-splits, cog-eval and cog-report find them."""
 
 from __future__ import annotations
 
@@ -8,27 +9,25 @@ import logging
 import sys
 from pathlib import Path
 
-from cog.cli import friendly_errors
-from cog.levels import (
-    CUT_RULES,
-    DEFAULT_OUT,
-    DEFAULT_POOL,
-    DEFAULT_SEEN,
-    FILTERS,
-    IC_SOURCES,
-    LevelsConfig,
-    build_levels,
-    level_summary,
-    write_levels,
-)
+from cog.cli import IN21K_HELP, CogParser, add_out, add_quiet, check_out_dir, friendly_errors
+from cog.io import SHIPPED_DIR, USER_LEVELS_DIR
+
+# Mirrors of cog.levels constants (tests/test_cli.py checks they agree): cog.levels imports
+# pandas and WordNet code, too slow for --help.
+DEFAULT_SEEN = SHIPPED_DIR / "imagenet1k_wnids.txt"
+DEFAULT_POOL = SHIPPED_DIR / "imagenet21k_fall11_wnids.txt"
+FILTERS = ("seen", "ancestors", "excluded", "min_images", "leaf")
+IC_SOURCES = ("intrinsic", "intrinsic-wordnet", "counts", "file")
+CUT_RULES = ("bins", "blocks")
+
+EPILOG = """examples:
+  cog-build-levels                                    # shipped lists, no image counts
+  cog-build-levels --imagenet-root /data/imagenet21k  # the protocol: counts from the images
+  cog-build-levels --counts counts.tsv --levels 5 --level-size 10 --out results/levels"""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cog-build-levels",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = CogParser(prog="cog-build-levels", description=__doc__, epilog=EPILOG)
     p.add_argument(
         "--seen",
         type=Path,
@@ -51,7 +50,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--imagenet-root",
         type=Path,
-        help="ImageNet-21K root (<wnid>/ folders or <wnid>.tar) to count images in",
+        help=f"{IN21K_HELP}, to count images in",
     )
     p.add_argument(
         "--counts-column", help="count column of --counts (default: the first column after wnid)"
@@ -108,9 +107,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wordnet", type=Path, help="WordNet 3.0 dict folder (default: $COG_WORDNET, nltk, Debian)"
     )
-    p.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="output folder (replaced atomically)"
-    )
+    add_out(p, USER_LEVELS_DIR, "output folder (replaced atomically)")
     p.add_argument(
         "--compare",
         type=Path,
@@ -118,13 +115,16 @@ def parser() -> argparse.ArgumentParser:
         help="an official cog_levels_mapping_file.pkl (or levels.csv): report membership, "
         "level agreement, ranking agreement and the ranks each official level spans",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     return p
 
 
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    check_out_dir(args.out)
+    from cog.levels import LevelsConfig, build_levels, level_summary, write_levels
+
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = LevelsConfig(
         seen_file=args.seen,

@@ -16,55 +16,51 @@ import sys
 from pathlib import Path
 
 from cog import CogError
-from cog.batch import (
-    outcome_table,
-    parse_shard,
-    run_list,
-    run_units,
-    select_models,
-    shard,
-    shard_from_env,
-    write_summary,
+from cog.cli import (
+    CogParser,
+    add_datasets,
+    add_deprecated,
+    add_levels_splits,
+    add_out,
+    add_overwrite,
+    add_quiet,
+    add_roots,
+    add_trust_checkpoint,
+    check_cache_dir,
+    check_out_dir,
+    friendly_errors,
+    int_list,
 )
-from cog.cli import add_trust_checkpoint, friendly_errors, int_list, name_list
-from cog.evaluate import DEFAULT_SEEDS, DEFAULT_SHOTS, EvalConfig, evaluate
-from cog.leaderboard import PROTOCOLS, RANDOM_INIT_SUFFIX, read_leaderboard
-from cog.submit import CLUSTERS, JobOptions, submit
+
+# Mirrors of library constants (tests/test_cli.py checks they agree): importing the library
+# here would pull in numpy, pandas and torch before --help could answer.
+DATASETS = ("in1k", "cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5")
+DEFAULT_SEEDS = (22, 37, 45, 77, 93)
+DEFAULT_SHOTS = (1, 2, 4, 8, 16, 32, 64, 128)
+PROTOCOLS = ("fast", "reference")
+RANDOM_INIT_SUFFIX = "+random-init"
+CLUSTERS = ("slurm", "local")
+
+EPILOG = """examples:
+  cog-eval sup_resnet50 --in1k-root /data/imagenet --imagenet-root /data/imagenet21k
+  cog-eval dino_resnet50 --datasets in1k cog_l5 --few-shot --shots 1,2,4 --quiet
+  cog-eval 'dino_*' sup_resnet50 --group s --shard 0/4
+  cog-demo        # the whole pipeline on generated images, no ImageNet needed"""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cog-eval",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = CogParser(prog="cog-eval", description=__doc__, epilog=EPILOG)
     p.add_argument(
         "model",
         nargs="*",
         metavar="MODEL",
         help="zoo names, aliases or quoted patterns ('dino_*') (cog-models lists them)",
     )
-    p.add_argument("--in1k-root", type=Path, help="ImageNet-1K root holding train/ and val/")
-    p.add_argument("--imagenet-root", type=Path, help="ImageNet-21K root (<wnid>/ folders)")
-    p.add_argument(
-        "--levels",
-        type=Path,
-        help="levels: the authors' cog_levels_mapping_file.pkl, our levels.csv, or a folder",
-    )
-    p.add_argument(
-        "--splits",
-        type=Path,
-        help="per-concept train/test lists: the authors' cog_concepts_split_file.pkl or ours",
-    )
-    p.add_argument(
-        "--out", type=Path, default=Path("results"), help="results folder (default: results)"
-    )
-    p.add_argument("--cache-dir", type=Path, help="feature cache (default $COG_HOME/features)")
-    p.add_argument(
-        "--datasets",
-        type=name_list,
-        help="comma-separated subset of in1k,cog_l1,...,cog_l5 (default: all)",
-    )
+    add_roots(p)
+    add_levels_splits(p)
+    add_out(p, Path("results"), "results folder: runs/, leaderboard.csv")
+    p.add_argument("--cache-dir", type=Path, help="feature cache (default: $COG_HOME/features)")
+    add_datasets(p, DATASETS, help=f"subset of {','.join(DATASETS)} (default: all)")
     p.add_argument("--few-shot", action="store_true", help="also run the few-shot probes")
     p.add_argument(
         "--shots",
@@ -97,8 +93,13 @@ def parser() -> argparse.ArgumentParser:
         f"MODEL{RANDOM_INIT_SUFFIX}",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
-    p.add_argument("--force", action="store_true", help="redo finished runs instead of reusing")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_overwrite(
+        p,
+        "redo finished runs and replace feature caches made with other settings (other "
+        "weights, image lists or preprocessing) instead of reusing them or stopping",
+    )
+    add_deprecated(p, "--force", "force", "--overwrite")
+    add_quiet(p)
     g = p.add_argument_group("feature extraction (for caches that are missing)")
     g.add_argument(
         "--workers", type=int, help="decoding processes (0: in the main process; default: auto)"
@@ -131,8 +132,7 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--overwrite-features",
         action="store_true",
-        help="replace caches made with other settings (other weights, image lists or "
-        "preprocessing) instead of stopping with an error",
+        help="replace only the caches made with other settings (--overwrite also redoes runs)",
     )
     m = p.add_argument_group("several models, shards and clusters")
     m.add_argument("--group", help="every model of a group: sup, a, s, r, d, local")
@@ -161,7 +161,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> EvalConfig:
+def config_from_args(args: argparse.Namespace):
+    """The EvalConfig the options describe (imports cog.evaluate, after parsing)."""
+    from cog.evaluate import EvalConfig
+
     if args.shots != DEFAULT_SHOTS and not args.few_shot:
         raise CogError("--shots needs --few-shot (the few-shot setting is off by default)")
     return EvalConfig(
@@ -180,11 +183,11 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         knn=args.knn,
         random_init=args.random_init,
         device=args.device,
-        force=args.force,
-        progress=not args.no_progress,
+        force=args.force or args.overwrite,
+        progress=not args.quiet,
         workers=args.workers,
         batch_size=args.batch_size,
-        overwrite_features=args.overwrite_features,
+        overwrite_features=args.overwrite_features or args.overwrite,
         checkpoint=args.checkpoint,
         exact=args.exact,
         jpeg_draft=args.jpeg_draft,
@@ -193,6 +196,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def _is_batch(args: argparse.Namespace) -> bool:
+    from cog.batch import shard_from_env
+
     return (
         len(args.model) != 1
         or any(v is not None for v in (args.group, args.models_file, args.shard, args.submit))
@@ -232,8 +237,21 @@ def _report(args: argparse.Namespace) -> int:
     )
 
 
-def run_batch(args: argparse.Namespace, cfg: EvalConfig) -> int:
+def run_batch(args: argparse.Namespace, cfg) -> int:
     """Several models (or a shard, or cluster jobs): go on past failures, summarise."""
+    from cog.batch import (
+        outcome_table,
+        parse_shard,
+        run_list,
+        run_units,
+        select_models,
+        shard,
+        shard_from_env,
+        write_summary,
+    )
+    from cog.leaderboard import read_leaderboard
+    from cog.submit import JobOptions, submit
+
     cfg.validate()
     names = select_models(args.model, group=args.group, file=args.models_file)
     if not names:
@@ -300,8 +318,12 @@ def run_batch(args: argparse.Namespace, cfg: EvalConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg = config_from_args(args)
+    check_out_dir(args.out)
+    check_cache_dir(args.cache_dir)
     if _is_batch(args):
         return run_batch(args, cfg)
+    from cog.evaluate import evaluate
+
     evaluate(cfg)
     if args.report:
         return _report(args)

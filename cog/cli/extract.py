@@ -8,18 +8,35 @@ import sys
 from pathlib import Path
 
 from cog import CogError
-from cog.cli import add_trust_checkpoint, friendly_errors
-from cog.data import DATASETS, SPLITS, image_folder
-from cog.extract import DTYPES, PRECISIONS, ensure_features, extract
+from cog.cli import (
+    CogParser,
+    add_datasets,
+    add_levels_splits,
+    add_overwrite,
+    add_quiet,
+    add_roots,
+    add_trust_checkpoint,
+    check_cache_dir,
+    check_out_file,
+    friendly_errors,
+)
+
+# Mirrors of cog.data / cog.extract constants (tests/test_cli.py checks they agree), so that
+# --help answers without importing torch.
+DATASETS = ("in1k", "cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5")
+SPLITS = ("train", "test")
+DTYPES = ("float16", "float32")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+EPILOG = """examples:
+  cog-extract sup_resnet50 --datasets in1k,cog_l1 --in1k-root /data/imagenet \
+      --imagenet-root /data/imagenet21k
+  cog-extract dino_resnet50 --images my_photos/ --out my_photos.h5
+Many GPUs or nodes: torchrun --nproc-per-node 8 -m cog.cli.extract MODEL ..."""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cog-extract",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Many GPUs or nodes: torchrun --nproc-per-node 8 -m cog.cli.extract MODEL ...",
-    )
+    p = CogParser(prog="cog-extract", description=__doc__, epilog=EPILOG)
     p.add_argument("model", nargs="?", help="zoo model name or alias (cog-models lists them)")
     p.add_argument(
         "--verify",
@@ -30,13 +47,7 @@ def parser() -> argparse.ArgumentParser:
         "is damaged or has none) and exit",
     )
     src = p.add_argument_group("benchmark datasets")
-    src.add_argument(
-        "--dataset",
-        nargs="+",
-        choices=DATASETS,
-        metavar="NAME",
-        help=f"one or more of {', '.join(DATASETS)}",
-    )
+    add_datasets(src, DATASETS)
     src.add_argument(
         "--split",
         nargs="+",
@@ -44,12 +55,8 @@ def parser() -> argparse.ArgumentParser:
         default=list(SPLITS),
         help="train and/or test (in1k test = the official val set)",
     )
-    src.add_argument("--in1k-root", type=Path, help="ImageNet-1K root holding train/ and val/")
-    src.add_argument("--imagenet-root", type=Path, help="ImageNet-21K root (<wnid>/ folders)")
-    src.add_argument("--levels", type=Path, help="levels file (default: the shipped levels)")
-    src.add_argument(
-        "--splits", type=Path, help="split file (default: splits/cog_concepts_split_file.pkl)"
-    )
+    add_roots(src)
+    add_levels_splits(src)
     src.add_argument(
         "--cache-dir", type=Path, help="feature cache root (default: $COG_HOME/features)"
     )
@@ -89,10 +96,8 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="random weights (smoke runs only; never for results)",
     )
-    run.add_argument(
-        "--overwrite", action="store_true", help="replace a cache made with other settings"
-    )
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_overwrite(run, "replace a cache made with other settings instead of stopping")
+    add_quiet(run)
     return p
 
 
@@ -103,6 +108,17 @@ def main(argv: list[str] | None = None) -> int:
         return _verify(a.verify)
     if not a.model:
         raise CogError("pass a MODEL (cog-models lists them), or --verify PATH... to check caches")
+    if a.images is not None:
+        if a.out is None or a.datasets:
+            raise CogError("--images DIR needs --out FILE.h5 (and no --datasets)")
+        check_out_file(a.out)
+    elif a.out is not None:
+        raise CogError("--out is the .h5 file of --images DIR; benchmark caches go to --cache-dir")
+    else:
+        check_cache_dir(a.cache_dir)
+    from cog.data import image_folder
+    from cog.extract import ensure_features, extract
+
     common = dict(
         exact=a.exact,
         jpeg_draft=a.jpeg_draft,
@@ -115,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         progress=not a.quiet,
     )
     if a.images is not None:
-        if a.out is None or a.dataset:
-            raise CogError("--images DIR needs --out FILE.h5 (and no --dataset)")
         from cog import zoo
 
         images = image_folder(a.images, name=str(a.images.resolve()), split="")
@@ -125,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         extract(backbone, images, a.out, **common)
         return 0
-    if not a.dataset:
-        raise CogError("pass --dataset NAME (in1k, cog_l1..cog_l5) or --images DIR --out FILE")
-    for ds in a.dataset:
+    if not a.datasets:
+        raise CogError("pass --datasets NAME (in1k, cog_l1..cog_l5) or --images DIR --out FILE")
+    for ds in a.datasets:
         for split in a.split:
             ensure_features(
                 a.model,

@@ -16,22 +16,46 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
+from cog import CogError
+from cog.cli import CogParser, add_quiet, add_trust_checkpoint, friendly_errors
 
-from cog.cli import add_trust_checkpoint, friendly_errors
+#: What the group letters mean (the paper's model groups, plus user cards).
+GROUP_LEGEND = {
+    "sup": "the supervised ResNet-50 baseline",
+    "a": "other architectures",
+    "s": "self-supervised",
+    "r": "regularization / distillation",
+    "d": "extra (web) data",
+    "local": "user cards: models trained or compressed here ($COG_HOME/models)",
+}
+
+EPILOG = """examples:
+  cog-models list --group s
+  cog-models show dino_resnet50
+  cog-models check sup_resnet50 --device cpu"""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cog-models", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = CogParser(prog="cog-models", description=__doc__, epilog=EPILOG)
     sub = p.add_subparsers(dest="cmd", required=True)
-    ls = sub.add_parser("list", help="one line per model")
-    ls.add_argument("--group", help="only this group: sup, a, s, r, d, local")
+    ls = sub.add_parser(
+        "list", help="one line per model", epilog="example:\n  cog-models list --group sup"
+    )
+    ls.add_argument(
+        "--group", choices=tuple(GROUP_LEGEND), help="only this group (legend under the list)"
+    )
     ls.add_argument("--names", action="store_true", help="names only, one a line")
-    show = sub.add_parser("show", help="print a model card (YAML) and where its weights are")
+    show = sub.add_parser(
+        "show",
+        help="print a model card (YAML) and where its weights are",
+        epilog="example:\n  cog-models show dino_resnet50",
+    )
     show.add_argument("name", help="model name or alias")
-    check = sub.add_parser("check", help="convert, load strictly, run one batch")
+    check = sub.add_parser(
+        "check",
+        help="convert, load strictly, run one batch",
+        epilog="example:\n  cog-models check sup_resnet50 --checkpoint resnet50.pth",
+    )
     check.add_argument("name", help="model name or alias")
     check.add_argument(
         "--checkpoint",
@@ -62,9 +86,10 @@ def parser() -> argparse.ArgumentParser:
         "fetch",
         help="download and verify every weight file the cards need (resumes broken transfers; "
         "records files without a published checksum in $COG_HOME/weights.lock)",
+        epilog="examples:\n  cog-models fetch --group s\n  cog-models fetch 'dino_*' --offline",
     )
     fetch.add_argument("names", nargs="*", help="model names, aliases or patterns ('dino_*')")
-    fetch.add_argument("--group", help="every model of this group: sup, a, s, r, d, local")
+    fetch.add_argument("--group", choices=tuple(GROUP_LEGEND), help="every model of this group")
     fetch.add_argument("--all", action="store_true", help="every model of the zoo")
     fetch.add_argument(
         "--offline",
@@ -72,7 +97,7 @@ def parser() -> argparse.ArgumentParser:
         help="never touch the network (also COG_OFFLINE=1 / HF_HUB_OFFLINE=1): check the "
         "caches and name the missing files",
     )
-    fetch.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet(fetch)
     return p
 
 
@@ -89,7 +114,7 @@ def cmd_list(group: str | None, names_only: bool) -> int:
     if names_only:
         print("\n".join(names))
         return 0
-    rows = [("name", "group", "arch", "dim", "input", "weights", "aliases")]
+    rows = [("name", "group", "arch", "dim", "input", "weights", "cached", "aliases")]
     for n in names:
         c = zoo.get_card(n)
         arch = f"{c.arch.source}:{c.arch.name}" if c.arch else f"base:{c.base}"
@@ -101,6 +126,7 @@ def cmd_list(group: str | None, names_only: bool) -> int:
                 str(c.feature_dim),
                 str(c.preprocess.crop),
                 _weights_kind(c),
+                _cached_state(zoo, c),
                 ", ".join(c.aliases),
             )
         )
@@ -108,10 +134,23 @@ def cmd_list(group: str | None, names_only: bool) -> int:
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
     print(f"\n{len(names)} models" + (f" in group {group}" if group else ""))
+    print("groups:")
+    for g, meaning in GROUP_LEGEND.items():
+        print(f"  {g:<6} {meaning}")
+    print("cached: yes = weights on disk (no download needed); base = its base model's are")
     return 0
 
 
+def _cached_state(zoo, card) -> str:
+    """yes/no: are the weights on disk already; composites answer for their base."""
+    if card.base is not None:
+        return "base" if _cached_state(zoo, zoo.get_card(card.base)) == "yes" else "no"
+    return "yes" if any(zoo._cached(w) for w in card.weights) else "no"
+
+
 def cmd_show(name: str) -> int:
+    import yaml
+
     from cog import convert, zoo
 
     card = zoo.get_card(name)
@@ -122,14 +161,16 @@ def cmd_show(name: str) -> int:
         print(f"# converter {card.converter!r}: {convert.DOCS.get(card.converter, own)}")
         for w in card.weights:
             hit = zoo._cached(w)
-            state = f"cached at {hit}" if hit else "not cached"
+            state = f"cached at {hit}" if hit else f"not cached; by hand: {zoo._where_to_put(w)}"
             print(f"# {w.describe()}: {state}")
     return 0
 
 
 def record_fingerprint(card, backbone, tolerance: float | None) -> Path:
     """Write `backbone`'s fingerprint into its card's YAML file (other fields untouched)."""
-    from cog import CogError, fingerprint
+    import yaml
+
+    from cog import fingerprint
     from cog.io import atomic_write
 
     if card.base is not None:
@@ -160,11 +201,16 @@ def cmd_check(
     import torch
     from PIL import Image
 
-    from cog import CogError, fingerprint, zoo
+    from cog import fingerprint, zoo
 
     if record and random_init:
         raise CogError("--record needs real weights, not --random-init")
 
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CogError(
+            f"--device {device}: no CUDA device is visible to torch here; use --device cpu "
+            "(or auto)"
+        )
     t0 = time.perf_counter()
     backbone = zoo.load(name, checkpoint=checkpoint, random_init=random_init, device=device)
     t_load = time.perf_counter() - t0
@@ -208,7 +254,7 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if not (args.names or args.group or args.all):
         raise CogError("cog-models fetch: name models, or pass --group G or --all")
     names = select_models(args.names, group=args.group, everything=args.all)
-    results = fetch(names, offline=args.offline, progress=not args.no_progress)
+    results = fetch(names, offline=args.offline, progress=not args.quiet)
     for r in results:
         if r.status == "failed":
             print(f"FAILED  {r.model}: {r.error}")

@@ -9,16 +9,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from cog.cli import friendly_errors
-from cog.report import make_report
+from cog.cli import CogParser, add_out, check_out_dir, check_out_file, friendly_errors
+
+EPILOG = """examples:
+  cog-report                                   # results/leaderboard.csv -> results/
+  cog-report --models 'dino_*' sup_resnet50 --metric knn_top1 --formats png pdf
+  cog-report --leaderboard demo/results/leaderboard.csv --out demo/results/figures \
+      --page demo/results/README.md"""
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cog-report",
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = CogParser(prog="cog-report", description=__doc__, epilog=EPILOG)
     p.add_argument(
         "--leaderboard",
         type=Path,
@@ -35,9 +36,9 @@ def parser() -> argparse.ArgumentParser:
         "--levels",
         type=Path,
         help="a cog-build-levels output folder (candidates.csv or levels.csv) for the "
-        "Lin-similarity figure (default: the shipped cog/resources/levels)",
+        "Lin-similarity figure (default: the levels the runs recorded, if they all agree)",
     )
-    p.add_argument("--out", type=Path, default=Path("results/figures"), help="figure folder")
+    add_out(p, Path("results/figures"), "figure folder")
     p.add_argument(
         "--page", type=Path, default=Path("results/README.md"), help="results page to regenerate"
     )
@@ -78,6 +79,11 @@ def parser() -> argparse.ArgumentParser:
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    check_out_dir(args.out)
+    if not args.no_page:
+        check_out_file(args.page, "--page")
+    from cog.report import make_report
+
     result = make_report(
         args.leaderboard,
         runs=args.runs,

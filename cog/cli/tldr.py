@@ -11,8 +11,33 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from cog.cli import add_trust_checkpoint, friendly_errors, int_list, name_list
-from cog.tldr import DEFAULT_STUDY_DIMS, ENCODERS, METHODS, OPTIMIZERS, STUDY_METRICS
+from cog.cli import (
+    CogParser,
+    add_datasets,
+    add_levels_splits,
+    add_out,
+    add_overwrite,
+    add_quiet,
+    add_roots,
+    add_trust_checkpoint,
+    check_cache_dir,
+    check_out_dir,
+    check_out_file,
+    friendly_errors,
+    int_list,
+    name_list,
+)
+
+# Mirrors of cog.tldr constants (tests/test_cli.py checks they agree): cog.tldr imports torch.
+DEFAULT_STUDY_DIMS = (16, 32, 64, 128, 256)
+ENCODERS = ("linear", "factorized", "mlp")
+METHODS = ("tldr", "pcaw")
+OPTIMIZERS = ("lars", "sgd", "adamw")
+STUDY_METRICS = ("logreg", "knn")
+
+EPILOG = """examples:
+  cog-tldr fit sup_resnet50 --dim 128 --in1k-root /data/imagenet
+  cog-tldr study sup_resnet50 --dims 32,128 --methods tldr,pcaw --datasets in1k cog_l5"""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -22,11 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="in1k/train",
         help="DATASET/SPLIT whose cached features the projection is fitted on",
     )
-    p.add_argument("--cache-dir", type=Path, help="feature cache (default $COG_HOME/features)")
-    p.add_argument("--in1k-root", type=Path, help="ImageNet-1K root, for caches still missing")
-    p.add_argument("--imagenet-root", type=Path, help="ImageNet-21K root (<wnid>/ folders)")
-    p.add_argument("--levels", type=Path, help="levels file (for cog_lN datasets)")
-    p.add_argument("--splits", type=Path, help="per-concept train/test lists (for cog_lN)")
+    p.add_argument("--cache-dir", type=Path, help="feature cache (default: $COG_HOME/features)")
+    add_roots(p)
+    add_levels_splits(p)
     p.add_argument("--checkpoint", type=Path, help="weights file instead of the card's")
     add_trust_checkpoint(p)
     p.add_argument(
@@ -36,8 +59,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
     p.add_argument("--workers", type=int, help="decoding processes for missing caches")
-    p.add_argument("--overwrite", action="store_true", help="refit instead of reusing results")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_overwrite(p, "refit instead of reusing results")
+    add_quiet(p)
     g = p.add_argument_group("TLDR (defaults: the authors' settings)")
     g.add_argument("--n-neighbors", type=int, help="k of the kNN positives (default 5)")
     g.add_argument("--encoder", choices=ENCODERS, help="encoder kept after training (linear)")
@@ -53,21 +76,27 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cog-tldr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = CogParser(prog="cog-tldr", description=__doc__, epilog=EPILOG)
     sub = p.add_subparsers(dest="command", required=True)
-    f = sub.add_parser("fit", help="fit one projection and register MODEL+<method><dim>")
+    f = sub.add_parser(
+        "fit",
+        help="fit one projection and register MODEL+<method><dim>",
+        epilog="example:\n  cog-tldr fit sup_resnet50 --dim 128 --method pcaw --quiet",
+    )
     _common(f)
     f.add_argument("--dim", type=int, required=True, help="output dimensions d")
     f.add_argument("--method", choices=METHODS, default="tldr", help="tldr or pcaw (PCA-w)")
     f.add_argument("--name", help="zoo name of the composite (default MODEL+<method><dim>)")
-    f.add_argument("--out", type=Path, help="projection file (default $COG_HOME/projections/)")
-    s = sub.add_parser("study", help="TLDR vs PCA-w at several d: top-1 per level, table, plot")
+    add_out(f, None, "projection file (default: $COG_HOME/projections/)")
+    s = sub.add_parser(
+        "study",
+        help="TLDR vs PCA-w at several d: top-1 per level, table, plot",
+        epilog="example:\n  cog-tldr study sup_resnet50 --dims 32,128 --datasets in1k,cog_l5",
+    )
     _common(s)
     s.add_argument("--dims", type=int_list, default=DEFAULT_STUDY_DIMS, help="16,32,64,128,256")
     s.add_argument("--methods", type=name_list, default=METHODS, help="tldr,pcaw")
-    s.add_argument("--datasets", type=name_list, help="default: in1k and every level")
+    add_datasets(s, help="datasets to score (default: in1k and every level)")
     s.add_argument(
         "--metric",
         choices=STUDY_METRICS,
@@ -75,7 +104,7 @@ def parser() -> argparse.ArgumentParser:
         help="logreg: cog's fast linear probe (default); knn: the weighted kNN classifier",
     )
     s.add_argument("--probe-seed", type=int, default=22, help="seed of the linear probe")
-    s.add_argument("--out", type=Path, default=Path("results/figures"), help="output folder")
+    add_out(s, Path("results/figures"), "output folder")
     return p
 
 
@@ -106,13 +135,22 @@ def _feature_kw(args: argparse.Namespace) -> dict[str, Any]:
         random_init=args.random_init,
         device=args.device,
         workers=args.workers,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
 
 
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "fit" and args.out is not None:
+        check_out_file(args.out)
+    elif args.command == "fit":
+        from cog.io import cog_home
+
+        check_out_dir(cog_home() / "projections", "$COG_HOME/projections")
+    elif args.command == "study":
+        check_out_dir(args.out)
+    check_cache_dir(args.cache_dir)
     from cog import tldr
 
     if args.random_init:
@@ -134,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
             f"projection: {res['path']} (sha256 {res['sha256'][:12]}, {info.get('n_samples')} "
             f"points, {info.get('input_dim')} -> {args.dim})"
         )
+        rand = " --random-init" if args.random_init else ""
         print(
-            f"registered {res['name']} in {res['card']}; evaluate it with: cog-eval {res['name']}"
+            f"registered {res['name']} in {res['card']}; evaluate it with: "
+            f"cog-eval {res['name']}{rand}"
         )
         return 0
     table = tldr.study(

@@ -1,56 +1,71 @@
-"""cog-train-mochi: train MoCo-v2 with MoCHi hard negative mixing and register it in the zoo.
-
-Single process:   cog-train-mochi --data DIR --name NAME
-Several GPUs:     torchrun --nproc_per_node 8 -m cog.cli.train_mochi --data DIR --name NAME
-"""
+"""cog-train-mochi: train MoCo-v2 with MoCHi hard negative mixing and register it in the zoo."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from cog import CogError
-from cog.cli import friendly_errors
-from cog.train import TrainConfig, mochi_card, train
+from cog.cli import (
+    CogParser,
+    add_deprecated_value,
+    add_out,
+    add_overwrite,
+    add_quiet,
+    check_out_dir,
+    dataclass_defaults,
+    friendly_errors,
+)
 
-DEFAULTS = TrainConfig(data="", name="")
+EPILOG = """examples:
+  cog-train-mochi --in1k-root /data/imagenet --name mochi_r50 --epochs 200
+  torchrun --nproc_per_node 8 -m cog.cli.train_mochi --in1k-root /data/imagenet --name mochi_r50
+  cog-train-mochi --in1k-root my_images/ --name tiny --arch resnet18 --epochs 2 --device cpu"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = DEFAULTS
-    p = argparse.ArgumentParser(
+    d = SimpleNamespace(**dataclass_defaults("cog.train", "TrainConfig"))
+    p = CogParser(
         prog="cog-train-mochi",
-        description="Train MoCo-v2 with MoCHi(N, s, s') hard negative mixing on an image "
-        "folder (DIR/<class>/*.jpg) or the ImageNet-1K train layout (DIR/train/<wnid>/), then "
+        description="Train MoCo-v2 with MoCHi(N, s, s') hard negative mixing on an image\n"
+        "folder (DIR/<class>/*.jpg) or the ImageNet-1K train layout (DIR/train/<wnid>/), then\n"
         "register the result as a `local` zoo card so that `cog-eval NAME` works.",
+        epilog=EPILOG,
     )
     a = p.add_argument
-    a("--data", required=True, help="image folder, or an ImageNet-1K root holding train/")
+    a(
+        "--in1k-root",
+        dest="data",
+        metavar="DIR",
+        help="ImageNet-1K root holding train/, or any image folder of <class>/ subfolders "
+        "(required)",
+    )
+    add_deprecated_value(p, "--data", "data", "--in1k-root")
     a("--name", required=True, help="zoo name of the trained model")
     a(
         "--arch",
         default=d.arch,
         help="timm name, timm:NAME, torchvision:NAME or a zoo model "
-        "(its architecture, randomly initialised); default %(default)s",
+        "(its architecture, randomly initialised)",
     )
-    a("--epochs", type=int, default=d.epochs)
+    a("--epochs", type=int, default=d.epochs, help="training epochs")
     a("--batch-size", type=int, default=d.batch_size, help="global batch over all processes")
     a("--image-size", type=int, default=d.image_size, help="training crop size")
     a("--queue", type=int, default=d.queue, help="K, number of queued negatives")
     a(
         "--mochi",
         default=d.mochi,
-        help="N,s,s' (hardest N, s two-negative mixes, s' query "
-        "mixes) or 'off' for plain MoCo-v2; default %(default)s",
+        help="N,s,s' (hardest N, s two-negative mixes, s' query mixes) or 'off' for plain MoCo-v2",
     )
     a(
         "--mochi-warmup",
         type=int,
         default=d.mochi_warmup,
-        help="epochs of plain MoCo-v2 before mixing starts (default %(default)s)",
+        help="epochs of plain MoCo-v2 before mixing starts",
     )
-    a("--out", default=None, help="run folder (default $COG_HOME/train/NAME)")
+    add_out(p, None, "run folder (default: $COG_HOME/train/NAME)")
     a("--resume", action="store_true", help="continue the run in --out from its last epoch")
     a("--dim", type=int, default=d.dim, help="output dimension of the MLP head")
     a("--mlp-dim", type=int, default=d.mlp_dim, help="hidden width (default: backbone width)")
@@ -88,13 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.eval_size,
         help="evaluation preprocessing written to the card: resize short side, centre crop",
     )
-    a("--overwrite-card", action="store_true", help="replace an existing zoo card NAME")
+    add_overwrite(p, "replace an existing user zoo card NAME", old=("--overwrite-card",))
     a("--no-register", action="store_true", help="train only; do not write a zoo card")
-    a("--no-progress", action="store_true", help="no progress bar")
+    add_quiet(p)
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace):
+    """The TrainConfig the options describe (imports cog.train, after parsing)."""
+    from cog.train import TrainConfig
+
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     cfg.data = str(Path(cfg.data).expanduser().resolve())  # the card must work from anywhere
@@ -103,7 +121,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
-def _check_name_free(cfg: TrainConfig, overwrite: bool) -> None:
+def _check_name_free(cfg, overwrite: bool) -> None:
     """Fail before hours of training, not after, when NAME is already another model's."""
     from cog import zoo
 
@@ -117,7 +135,7 @@ def _check_name_free(cfg: TrainConfig, overwrite: bool) -> None:
     if overwrite:
         raise CogError(
             f"--name {cfg.name}: {card.name} is a model shipped with cog ({card.source_file}); "
-            "--overwrite-card replaces only user cards: choose another name"
+            "--overwrite replaces only user cards: choose another name"
         )
     out = cfg.out_dir().resolve()
     paths = [Path(w.location) for w in card.weights if w.kind == "path" and w.location]
@@ -125,19 +143,25 @@ def _check_name_free(cfg: TrainConfig, overwrite: bool) -> None:
         return  # our own earlier registration of this run
     raise CogError(
         f"--name {cfg.name}: the zoo already has a model of that name (group {card.group}); "
-        "choose another name or pass --overwrite-card"
+        "choose another name or pass --overwrite"
     )
 
 
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.data is None:
+        p.error("the following arguments are required: --in1k-root")
     cfg = config_from_args(args)
     cfg.validate()
+    check_out_dir(cfg.out_dir())
     register = not args.no_register
     if register:
-        _check_name_free(cfg, args.overwrite_card)
-    final = train(cfg, resume=args.resume, progress=not args.no_progress)
+        _check_name_free(cfg, args.overwrite)
+    from cog.train import mochi_card, train
+
+    final = train(cfg, resume=args.resume, progress=not args.quiet)
     import torch.distributed as dist
 
     if dist.is_initialized() and dist.get_rank() != 0:
