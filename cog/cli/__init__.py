@@ -130,6 +130,8 @@ def add_trust_checkpoint(p: argparse.ArgumentParser) -> None:
         "a sha256 pinned in its card: this can run code from the file; recorded in the "
         "feature cache (checkpoint_load) and run JSON",
     )
+
+
 # ----------------------------------------------------------------------------- parser
 
 
