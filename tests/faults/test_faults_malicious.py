@@ -89,7 +89,7 @@ def root21k(tmp_path_factory):
             "cog.cli.extract",
             [
                 "sup_resnet50",
-                "--dataset",
+                "--datasets",
                 "cog_l1",
                 "--imagenet-root",
                 "{root}",
@@ -104,7 +104,7 @@ def root21k(tmp_path_factory):
             "cog.cli.extract",
             [
                 "sup_resnet50",
-                "--dataset",
+                "--datasets",
                 "cog_l1",
                 "--imagenet-root",
                 "{root}",
