@@ -79,6 +79,7 @@ class EvalConfig:
     checkpoint: Path | None = None  # a local weights file instead of the card's sources
     exact: bool = False  # extraction: the card's exact preprocessing (default: fast path)
     jpeg_draft: bool = False  # extraction: reduced-scale JPEG decoding (opt-in, not exact)
+    decode: str = "auto"  # extraction: auto | gpu | cpu decode path (cog.decode; recorded)
     dtype: str = "float16"  # extraction: stored feature type (float16 or float32)
 
     def validate(self) -> None:
@@ -509,6 +510,7 @@ class Evaluator:
             checkpoint=cfg.checkpoint,
             exact=cfg.exact,
             jpeg_draft=cfg.jpeg_draft,
+            decode=cfg.decode,
             dtype=cfg.dtype,
             device=cfg.device,
             workers=cfg.workers,

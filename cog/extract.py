@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 import cog
 from cog import CogError
+from cog import decode as devdecode
 from cog.data import ImageList, dataset_images, decode_image
 from cog.integrity import seal, verify_file
 from cog.integrity import verify as verify_integrity
@@ -50,6 +51,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SEGMENT_IMAGES = 8192
 CPU_BATCH, CUDA_BATCH = 32, 256
 MODES = ("fast", "exact", "fast+jpeg-draft")
+DECODES = devdecode.DECODES
 #: measured with real weights (README, "Fast and exact modes"); written into draft caches
 DRAFT_NOTE = (
     "JPEG draft decoding (opt-in): JPEGs whose shorter side is >= 2x the resize target are "
@@ -70,7 +72,10 @@ STRICT = (
     "dataset",
     "split",
     "images_sha256",
+    "decode",
 )
+#: values a cache made before a setting existed holds implicitly
+IMPLICIT = {"decode": "cpu"}
 
 
 RANDOM_INIT_SUFFIX = "+random-init"  # as cog.leaderboard's (pandas-free import here)
@@ -91,8 +96,10 @@ def _jsonable(obj) -> object:
     return json.loads(json.dumps(obj, default=str))
 
 
-def _settings(backbone, images: ImageList, exact: bool | str, dtype: str) -> dict[str, str]:
-    s = _card_settings(backbone.card, backbone.weights_sha256, images, exact, dtype)
+def _settings(
+    backbone, images: ImageList, exact: bool | str, dtype: str, decode: str = "cpu"
+) -> dict[str, str]:
+    s = _card_settings(backbone.card, backbone.weights_sha256, images, exact, dtype, decode)
     s["checkpoint_load"] = str(getattr(backbone, "checkpoint_load", "weights_only"))
     return s
 
@@ -104,9 +111,15 @@ def _mode(exact: bool, jpeg_draft: bool) -> str:
 
 
 def _card_settings(
-    card, weights_sha256: str, images: ImageList, exact: bool | str, dtype: str
+    card,
+    weights_sha256: str,
+    images: ImageList,
+    exact: bool | str,
+    dtype: str,
+    decode: str = "cpu",
 ) -> dict[str, str]:
-    """`exact`: a mode name of MODES, or a bool (True: exact, False: fast)."""
+    """`exact`: a mode name of MODES, or a bool (True: exact, False: fast); `decode`: the
+    decode path taken (cpu or gpu, cog.decode), part of the key: paths never mix."""
     card_d = card.to_dict()
     if isinstance(card_d, dict):  # recording a fingerprint does not change the features
         card_d.pop("fingerprint", None)
@@ -123,6 +136,7 @@ def _card_settings(
         "dataset": images.name,
         "split": images.split,
         "images_sha256": images.sha256(),
+        "decode": decode,
     }
 
 
@@ -135,7 +149,7 @@ def _mismatch(old: dict, new: dict, precision: str | None = None) -> list[str]:
     diff = [
         f"{k}: {_short(old.get(k))} here, {_short(new[k])} asked"
         for k in STRICT
-        if str(old.get(k)) != str(new[k])
+        if str(old.get(k, IMPLICIT.get(k))) != str(new[k])
     ]
     if precision and old.get("precision") not in (None, precision):
         diff.append(f"precision: {old.get('precision')} here, {precision} asked")
@@ -391,6 +405,72 @@ class _Images(Dataset):
             return self.pipeline.blank, i, "", f"{type(e).__name__}: {e}"
 
 
+class _Bytes(_Images):
+    """The device decode path's items: a worker reads the file's bytes; a file the device
+    decoder cannot take is decoded here on the CPU path (its note or error kept)."""
+
+    def __getitem__(self, i: int):
+        return i, devdecode.read_item(self.root / self.paths[i], lambda: self.cpu(i))
+
+    def cpu(self, i: int) -> tuple:
+        x, _, note, err = _Images.__getitem__(self, i)
+        return x, note, err
+
+
+def _decode_first(decode: str, mode: str, dev, out: Path, parts: Path) -> tuple[str, str]:
+    """(decode path for the settings, why) before the pipeline exists. auto is cpu without
+    CUDA or outside the fast mode; on CUDA it keeps the path of an existing cache or partial
+    run (paths never mix) and otherwise waits for the self-check ("check")."""
+    if decode != "auto":
+        return decode, f"{decode} (asked)"
+    if mode != "fast":
+        return "cpu", f"auto: cpu ({mode} mode decodes on the CPU)"
+    if dev.type != "cuda":
+        return "cpu", f"auto: cpu (no CUDA device: the model runs on {dev.type})"
+    meta = parts / "meta.json"
+    if meta.is_file():
+        started = json.loads(meta.read_text())["settings"].get("decode", "cpu")
+        return started, f"auto: {started} (the partial run's path)"
+    old = _existing_attrs(out) if out.exists() else None
+    if old and old.get("complete"):
+        kept = str(old.get("decode", IMPLICIT["decode"]))
+        return kept, f"auto: {kept} (the existing cache's path)"
+    return "check", "auto"
+
+
+def _decode_path(backbone, images, pipeline, settings, dev, why: str, verbose: bool, d):
+    """The device pre-processing (cog.decode) when the run takes the device path, else None;
+    auto decides by the self-check on a sample of the run's own files (all ranks agree);
+    the choice and its reason are recorded in `settings`."""
+    if settings["decode"] == "cpu":
+        settings["decode_choice"] = why
+        return None
+    pre = backbone.card.preprocess
+    prep = devdecode.DevicePreprocess(pre.resize, pre.crop, pre.interpolation, dev)
+    if pipeline.uint8 is None:
+        ok, report = False, "the fast path fell back to the card's transform"
+    else:
+        sample = guard_sample(images, pipeline.resize)
+        ok, report = devdecode.self_check(backbone, pipeline, prep, images.root, sample, dev)
+    if d.world > 1:  # one path for all ranks: the device path only if it passed everywhere
+        votes: list = [None] * d.world
+        torch.distributed.all_gather_object(votes, ok)
+        ok = all(votes)
+    auto = why.startswith("auto")
+    if auto and not ok and settings["decode"] == "gpu":
+        raise CogError(
+            f"the partial run decodes on the device but this machine's self-check fails "
+            f"({report}); finish it where it started, or pass --decode cpu --overwrite"
+        )
+    if auto:
+        settings["decode"] = "gpu" if ok else "cpu"
+        why = f"auto: {settings['decode']} (self-check {'passed' if ok else 'failed'})"
+    settings["decode_choice"] = f"{why}: {report}"
+    if verbose:
+        tqdm.write(f"decode path {settings['decode_choice']}")
+    return prep if settings["decode"] == "gpu" else None
+
+
 # ------------------------------------------------------------------ the run
 
 
@@ -482,6 +562,7 @@ def extract(
     segment: int | None = None,
     progress: bool = True,
     jpeg_draft: bool = False,
+    decode: str = "auto",
 ) -> Path:
     """Extract `backbone` features of `images` into the HDF5 cache `out` and return `out`.
 
@@ -493,8 +574,14 @@ def extract(
     `jpeg_draft`: fast mode also decodes large JPEGs at reduced DCT scale (opt-in; not the
     protocol's pixels, see DRAFT_NOTE). Before extracting, the model is checked against its
     card's fingerprint and the fast path against the card's transform (both recorded).
+    `decode`: cpu, gpu (decode and resize on the model's device, cog.decode) or auto (gpu
+    only on CUDA after a start-up self-check on the run's own files passes; recorded).
     """
     mode = _mode(exact, jpeg_draft)
+    if decode not in DECODES:
+        raise CogError(f"unknown decode path {decode!r}; choose one of {list(DECODES)}")
+    if decode == "gpu" and mode != "fast":
+        raise CogError(f"--decode gpu needs the fast mode (not {mode}); drop --exact/--jpeg-draft")
     t0 = time.perf_counter()
     out = Path(out)
     if dtype not in DTYPES:
@@ -519,6 +606,7 @@ def extract(
                 segment,
                 progress,
                 t0,
+                decode,
             )
     finally:
         if d.created:
@@ -570,12 +658,14 @@ def _extract(
     segment,
     progress,
     t0,
+    decode="cpu",
 ) -> Path:
     dev = _device(device, d)
     prec = _precision(precision, dev, backbone.card)
-    settings = _settings(backbone, images, mode, dtype)
-    asked = None if precision == "auto" else prec
     parts = out.with_name(out.name + ".parts")
+    decode, open_choice = _decode_first(decode, mode, dev, out, parts)
+    settings = _settings(backbone, images, mode, dtype, decode)
+    asked = None if precision == "auto" else prec
     # read-only checks first: every rank sees the same files and raises the same error
     if out.exists():
         old = _existing_attrs(out)
@@ -604,6 +694,9 @@ def _extract(
         if diff:
             raise _stale_error(parts, diff, "a partial extraction")
     pipeline = _checked_pipeline(backbone, images, mode, settings, progress and d.rank == 0)
+    prep = _decode_path(
+        backbone, images, pipeline, settings, dev, open_choice, progress and d.rank == 0, d
+    )
     d.barrier()
     if d.rank == 0:
         _remove_stale_temporaries(out, parts)
@@ -648,6 +741,7 @@ def _extract(
         workers,
         d,
         progress,
+        prep,
     )
     d.barrier()
     if d.rank == 0:
@@ -701,7 +795,20 @@ def _remove_stale_temporaries(out: Path, parts: Path) -> None:
 
 
 def _run(
-    backbone, images, parts, settings, pipeline, dtype, dev, prec, bs, seg, workers, d, progress
+    backbone,
+    images,
+    parts,
+    settings,
+    pipeline,
+    dtype,
+    dev,
+    prec,
+    bs,
+    seg,
+    workers,
+    d,
+    progress,
+    prep=None,
 ) -> None:
     done = _done_segments(parts)
     batches = _plan(len(images), seg, bs, done, d)
@@ -709,12 +816,14 @@ def _run(
         return
     nw = default_workers(dev, d.local_world) if workers is None else workers
     loader = DataLoader(
-        _Images(images, pipeline),
+        _Images(images, pipeline) if prep is None else _Bytes(images, pipeline),
         batch_sampler=batches,
         num_workers=nw,
         pin_memory=dev.type == "cuda",
         prefetch_factor=2 if nw > 0 else None,
+        collate_fn=None if prep is None else devdecode.collate,
     )
+    stream = loader if prep is None else devdecode.DeviceBatches(loader, prep, loader.dataset.cpu)
     model = backbone.to(dev).eval().to(memory_format=torch.channels_last)
     # cudnn.benchmark stays off: its timing-based choice of kernels could differ between a
     # run and its resumption, and resumed features must be identical
@@ -730,7 +839,7 @@ def _run(
     )
     buf, start = _new_buffer(), None
     with torch.inference_mode():
-        for x, idx, notes, errors in loader:
+        for x, idx, notes, errors in stream:
             first = int(idx[0])
             if start is None:
                 start = first - first % seg
@@ -893,6 +1002,7 @@ def ensure_features(
     overwrite: bool = False,
     progress: bool = True,
     jpeg_draft: bool = False,
+    decode: str = "auto",
 ) -> Path:
     """The cache of zoo model `model` on (dataset, split), extracting (or resuming) it if
     needed. Composite cards (card.base) project the base model's cache, never re-decoding."""
@@ -920,6 +1030,7 @@ def ensure_features(
         overwrite=False,
         progress=progress,
         jpeg_draft=jpeg_draft,
+        decode=decode,
     )
     if getattr(card, "base", None):
         base = ensure_features(card.base, dataset, split, **kw)
@@ -944,7 +1055,12 @@ def ensure_features(
         known = zoo.cached_weights_sha256(card)
     if known and out.exists() and not overwrite:
         old = _existing_attrs(out)
-        settings = _card_settings(card, known, images, _mode(exact, jpeg_draft), dtype)
+        path = decode
+        if decode == "auto":  # cpu without CUDA; on CUDA either checked path is accepted
+            cuda = device != "cpu" and torch.cuda.is_available()
+            path = str((old or {}).get("decode", IMPLICIT["decode"])) if cuda else "cpu"
+        mode = _mode(exact, jpeg_draft)
+        settings = _card_settings(card, known, images, mode, dtype, path)
         if (
             old
             and old.get("complete")
@@ -966,6 +1082,7 @@ def ensure_features(
         overwrite=overwrite,
         progress=progress,
         jpeg_draft=jpeg_draft,
+        decode=decode,
     )
 
 
@@ -1000,7 +1117,7 @@ def project_features(
                 f"{attrs.get('weights_sha256')}; refit it on these features with "
                 f"`cog-tldr fit {card.base} ...` (random-init and trained weights never mix)"
             )
-        settings = {k: str(attrs.get(k)) for k in STRICT}
+        settings = {k: str(attrs.get(k, IMPLICIT.get(k))) for k in STRICT}
         settings.update(
             model=str(card.name), card=json.dumps(card.to_dict(), sort_keys=True), dtype=dtype
         )

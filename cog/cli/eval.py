@@ -31,6 +31,7 @@ from cog.cli import (
     friendly_errors,
     int_list,
 )
+from cog.cli.extract import add_decode_argument
 
 # Mirrors of library constants (tests/test_cli.py checks they agree): importing the library
 # here would pull in numpy, pandas and torch before --help could answer.
@@ -123,6 +124,7 @@ def parser() -> argparse.ArgumentParser:
         help="decode large JPEGs at reduced DCT scale (faster, not the protocol's pixels; "
         "the measured deviation is in the README and recorded in each cache)",
     )
+    add_decode_argument(g)
     g.add_argument(
         "--dtype",
         choices=("float16", "float32"),
@@ -191,6 +193,7 @@ def config_from_args(args: argparse.Namespace):
         checkpoint=args.checkpoint,
         exact=args.exact,
         jpeg_draft=args.jpeg_draft,
+        decode=args.decode,
         dtype=args.dtype,
     )
 

@@ -27,12 +27,26 @@ DATASETS = ("in1k", "cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5")
 SPLITS = ("train", "test")
 DTYPES = ("float16", "float32")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DECODES = ("auto", "cpu", "gpu")
 
 EPILOG = """examples:
   cog-extract sup_resnet50 --datasets in1k,cog_l1 --in1k-root /data/imagenet \
       --imagenet-root /data/imagenet21k
   cog-extract dino_resnet50 --images my_photos/ --out my_photos.h5
 Many GPUs or nodes: torchrun --nproc-per-node 8 -m cog.cli.extract MODEL ..."""
+
+
+def add_decode_argument(group) -> None:
+    """--decode, shared with cog-eval."""
+    group.add_argument(
+        "--decode",
+        choices=DECODES,
+        default="auto",
+        help="where JPEGs are decoded and resized: gpu = on the model's device (nvJPEG), "
+        "cpu = decoded in the loader workers, auto = gpu only on CUDA after a start-up "
+        "self-check on a sample of the run's own files meets the fidelity bar (recorded "
+        "in the cache; caches of the two paths never mix)",
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,6 +91,7 @@ def parser() -> argparse.ArgumentParser:
         help="fast path also decodes large JPEGs at reduced DCT scale: faster, but not the "
         "protocol's pixels (README: measured deviation; recorded in the cache)",
     )
+    add_decode_argument(run)
     run.add_argument("--dtype", choices=DTYPES, default="float16", help="stored feature dtype")
     run.add_argument(
         "--precision",
@@ -122,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(
         exact=a.exact,
         jpeg_draft=a.jpeg_draft,
+        decode=a.decode,
         dtype=a.dtype,
         precision=a.precision,
         device=a.device,
