@@ -2,6 +2,7 @@
 images/s (end to end and data loading alone) and feature agreement.
 
     python benchmarks/bench_extract.py [--model sup_resnet50] [--images 256] [--device auto]
+        [--repeats 3] [--trained]
 
 Both sides use the same model (random init unless --trained: speed does not depend on the
 weights), the same card transform, batch size and worker count, on the same generated tree of
@@ -10,7 +11,10 @@ hand: ImageFolder with the card's transform, a DataLoader, `torch.no_grad()`, fp
 `extract()` as users do (its HDF5 write included), in fast and --exact mode. Agreement:
 per-image cosine and max abs difference, exact vs baseline and fast vs exact, the input
 difference of `--jpeg-draft` on DCT-reduced images, and leave-one-out 1-NN top-1 on the
-generated classes (a probe-free stand-in for the top-1 difference).
+generated classes (a probe-free stand-in for the top-1 difference). The device decode path
+(`decode="gpu"`, cog.decode) is timed and compared too: on the GPU with CUDA, else the same
+code on the CPU. `cpu_decoders`: libjpeg-turbo decoders (torchvision, simplejpeg,
+PyTurboJPEG) against PIL on the same files. Variants run interleaved `--repeats` times.
 """
 
 from __future__ import annotations
@@ -88,6 +92,60 @@ def loo_1nn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return y[s.argmax(1)]
 
 
+def cpu_decoders(tree: Path, paths: list[str], rounds: int) -> dict:
+    """libjpeg-turbo decoders against PIL on the tree's JPEG bytes: pixel identity and
+    decode-only images/s (bytes -> RGB PIL image, what the resize-crop takes), one process,
+    interleaved rounds, median kept. Decoders not installed are skipped."""
+    import io
+
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    blobs = [(tree / q).read_bytes() for q in paths]
+
+    def pil(b):
+        with Image.open(io.BytesIO(b)) as im:
+            return im.convert("RGB")
+
+    def tv(b):
+        t = decode_jpeg(torch.frombuffer(bytearray(b), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        return Image.fromarray(t.permute(1, 2, 0).numpy())
+
+    decoders = {"pil": pil, "torchvision_cpu": tv}
+    try:
+        import simplejpeg
+
+        decoders["simplejpeg"] = lambda b: Image.fromarray(simplejpeg.decode_jpeg(b, "RGB"))
+    except ImportError:
+        pass
+    try:
+        import turbojpeg
+
+        tj = turbojpeg.TurboJPEG()
+        decoders["pyturbojpeg"] = lambda b: Image.fromarray(tj.decode(b, turbojpeg.TJPF_RGB))
+    except (ImportError, RuntimeError, OSError):
+        pass
+    same = {
+        k: sum(np.array_equal(np.asarray(f(b)), np.asarray(pil(b))) for b in blobs)
+        for k, f in decoders.items()
+    }
+    speed: dict[str, list[float]] = {k: [] for k in decoders}
+    for _ in range(rounds):
+        for k, f in decoders.items():
+            t = time.perf_counter()
+            for b in blobs:
+                f(b)
+            speed[k].append(len(blobs) / (time.perf_counter() - t))
+    base = float(np.median(speed["pil"]))
+    return {
+        k: {
+            "identical_to_pil": f"{same[k]}/{len(blobs)}",
+            "images_per_s": round(float(np.median(v)), 1),
+            "ratio_to_pil": round(float(np.median(v)) / base, 3),
+        }
+        for k, v in speed.items()
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="sup_resnet50")
@@ -107,6 +165,9 @@ def main() -> None:
         "random init, for a meaningful fast-vs-exact agreement",
     )
     p.add_argument("--tree", type=Path, help="reuse (or create) the generated tree here")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="interleaved rounds of all variants (median kept)"
+    )
     p.add_argument("--out", type=Path, default=HERE / "results" / "extract.json")
     a = p.parse_args()
     dev = torch.device(
@@ -140,42 +201,57 @@ def main() -> None:
     for q in images.paths:
         (tree / q).read_bytes()
 
-    rows = {}
-    base_feats, t_base = baseline(backbone, tree / "train", dev, batch, workers)
-    rows["baseline"] = {"seconds": t_base, "images_per_s": n / t_base, "precision": "fp32"}
-    feats = {}
-    configs = [("cog_exact", dict(exact=True)), ("cog_fast", dict(exact=False))]
+    feats, secs, precs = {}, {}, {"baseline": "fp32"}
+    # the device decode path (cog.decode) runs on the model's device: the GPU on CUDA, the
+    # same code on the CPU otherwise
+    configs = [
+        ("cog_exact", dict(exact=True, decode="cpu")),
+        ("cog_fast", dict(exact=False, decode="cpu")),
+        ("cog_fast_device_decode", dict(exact=False, decode="gpu")),
+    ]
     if dev.type == "cuda":
         configs += [
-            ("cog_exact_fp32", dict(exact=True, precision="fp32")),
-            ("cog_fast_fp32", dict(exact=False, precision="fp32")),
+            ("cog_exact_fp32", dict(exact=True, precision="fp32", decode="cpu")),
+            ("cog_fast_fp32", dict(exact=False, precision="fp32", decode="cpu")),
+            ("cog_fast_device_decode_fp32", dict(exact=False, precision="fp32", decode="gpu")),
         ]
-    for name, kw in configs:
-        out = tmp / f"{name}.h5"
-        t = time.perf_counter()
-        extract(
-            backbone,
-            images,
-            out,
-            dtype="float32",
-            device=str(dev),
-            batch_size=batch,
-            workers=workers,
-            overwrite=True,
-            **kw,
-        )
-        secs = time.perf_counter() - t
-        with open_features(out) as fs:
-            feats[name] = fs.load()
-            prec = fs.attrs["precision"]
-        rows[name] = {"seconds": secs, "images_per_s": n / secs, "precision": prec}
+    for _ in range(a.repeats):  # interleaved: a shared machine's load hits every variant
+        base_feats, t_base = baseline(backbone, tree / "train", dev, batch, workers)
+        secs.setdefault("baseline", []).append(t_base)
+        for name, kw in configs:
+            out = tmp / f"{name}.h5"
+            t = time.perf_counter()
+            extract(
+                backbone,
+                images,
+                out,
+                dtype="float32",
+                device=str(dev),
+                batch_size=batch,
+                workers=workers,
+                overwrite=True,
+                **kw,
+            )
+            secs.setdefault(name, []).append(time.perf_counter() - t)
+            with open_features(out) as fs:
+                feats[name] = fs.load()
+                precs[name] = fs.attrs["precision"]
+    rows = {
+        k: {
+            "seconds": float(np.median(v)),
+            "images_per_s": n / float(np.median(v)),
+            "images_per_s_each_round": [round(n / t, 1) for t in v],
+            "precision": precs[k],
+        }
+        for k, v in secs.items()
+    }
     for r in rows.values():
         r["speedup_vs_baseline"] = r["images_per_s"] / rows["baseline"]["images_per_s"]
 
     # data loading alone, same workers and batch size
     ds_base = ImageFolder(str(tree / "train"), transform=backbone.transform)
     data = {"baseline": data_only(DataLoader(ds_base, batch_size=batch, num_workers=workers), n)}
-    for name, exact in (("cog_exact", True), ("cog_fast", False)):
+    for name, exact in (("cog_exact", True), ("cog_fast", False)):  # the CPU path
         dl = DataLoader(
             _Images(images, _Pipeline(backbone, exact)), batch_size=batch, num_workers=workers
         )
@@ -199,6 +275,7 @@ def main() -> None:
 
     exact_ref = feats.get("cog_exact_fp32", feats["cog_exact"])
     fast_ref = feats.get("cog_fast_fp32", feats["cog_fast"])
+    device_ref = feats.get("cog_fast_device_decode_fp32", feats["cog_fast_device_decode"])
     y = images.labels
     pred = {
         k: loo_1nn(v, y)
@@ -219,9 +296,11 @@ def main() -> None:
         "workers": workers,
         "end_to_end": rows,
         "data_loading_images_per_s": data,
+        "cpu_decoders": cpu_decoders(tree, images.paths, max(3, a.repeats)),
         "agreement": {
             "exact_vs_baseline": agreement(exact_ref, base_feats),
             "fast_vs_exact": agreement(fast_ref, exact_ref),
+            "device_decode_vs_exact": agreement(device_ref, exact_ref),
             "fast_vs_exact_reduced_images_only": (
                 agreement(fast_ref[big], exact_ref[big]) if big.any() else None
             ),
