@@ -1,5 +1,5 @@
-"""Real weights on real photos: cog's features (fast, --exact, --jpeg-draft) against the
-EfficientNet-Lite reference implementation's own forward pass.
+"""Real weights on real photos: cog's features (fast, --exact, --jpeg-draft, --decode gpu)
+against the EfficientNet-Lite reference implementation's own forward pass.
 
     python benchmarks/bench_real.py [--models 0,1,2] [--set full|small] [--device cpu]
 
@@ -29,7 +29,13 @@ from cog.photos import FULL_SET, SMALL_SET, photo_tree
 from cog.reference import agreement, lite_reference, reference_outputs
 
 HERE = Path(__file__).resolve().parent
-MODES = {"fast": {}, "exact": {"exact": True}, "fast+jpeg-draft": {"jpeg_draft": True}}
+MODES = {
+    "fast": {"decode": "cpu"},
+    "exact": {"exact": True},
+    "fast+jpeg-draft": {"jpeg_draft": True},
+    # the device decode path (cog.decode): on the GPU with --device cuda, else on the CPU
+    "fast+decode-gpu": {"decode": "gpu"},
+}
 
 
 def run(k: int, tree: Path, work: Path, device: str) -> dict:
@@ -50,6 +56,7 @@ def run(k: int, tree: Path, work: Path, device: str) -> dict:
             work / f"lite{k}_{mode}.h5",
             dtype="float32",
             device=device,
+            precision="fp32",  # the input pipelines are compared, not the precisions
             workers=0,
             progress=False,
             **kw,
@@ -68,6 +75,7 @@ def run(k: int, tree: Path, work: Path, device: str) -> dict:
             "top5_set_changed": int((~a["top5_same"]).sum()),
             "fingerprint": attrs.get("fingerprint"),
             "fast_path": attrs.get("fast_path"),
+            "decode_choice": attrs.get("decode_choice"),
         }
         print(
             f"lite{k} {mode:16s} min cos {out[mode]['min_cosine']:.7f} "
@@ -89,7 +97,8 @@ def main() -> None:
         tree = photo_tree(Path(tmp) / "photos", FULL_SET if a.set == "full" else SMALL_SET)
         results = [run(int(k), tree, Path(tmp), a.device) for k in a.models.split(",")]
     record = {
-        "command": f"python benchmarks/bench_real.py --models {a.models} --set {a.set}",
+        "command": f"python benchmarks/bench_real.py --models {a.models} --set {a.set}"
+        + (f" --device {a.device}" if a.device != "cpu" else ""),
         "machine": platform.platform(),
         "torch": torch.__version__,
         "results": results,

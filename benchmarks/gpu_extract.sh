@@ -47,4 +47,9 @@ for name in ("sup_resnet50", "vit_base_augreg_in1k"):
 json.dump(dict(device=torch.cuda.get_device_name(), forward_only_images_per_s=rows),
           open(sys.argv[1], "w"), indent=1)
 PY
+
+# fidelity on the GPU: real EfficientNet-Lite0/1/2 weights on 48 real photos, every mode
+# (fast+decode-gpu = nvJPEG + tensor resize on the GPU) against the reference, fp32
+timeout 240 python3 benchmarks/bench_real.py --models 0,1,2 --device cuda \
+  --out "$out/real_weights_gpu.json" 2>&1 | tail -15
 ls -l "$out"

@@ -180,7 +180,7 @@ def self_check(backbone, pipeline, prep: DevicePreprocess, root: Path, paths: li
     device-decodable JPEG does not pass (nothing would be checked)."""
     from cog.data import decode_image
 
-    cpu_x, dev_x, names, kinds, routed = [], [], [], set(), []
+    cpu_x, blobs, names, kinds, routed = [], [], [], set(), []
     for p in paths:
         data = (root / p).read_bytes()
         why = device_refusal(data)
@@ -188,14 +188,18 @@ def self_check(backbone, pipeline, prep: DevicePreprocess, root: Path, paths: li
             routed.append(f"{Path(p).suffix or '?'}: {why}")
             continue
         img, _ = decode_image(root / p)
-        got = prep.decode([torch.frombuffer(bytearray(data), dtype=torch.uint8)])[0]
-        if isinstance(got, str):
-            return False, f"{p}: {got}"
         cpu_x.append(pipeline.uint8(img) if pipeline.uint8 is not None else None)
-        dev_x.append(prep.resize_crop(got).cpu())
+        blobs.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
         names.append(p)
         w, h = img.size
         kinds.add("landscape" if w > h else ("portrait" if h > w else "square"))
+    # one batched call, as in the run: batched hardware decoding is where corrupted images
+    # were reported (pytorch/vision#9606)
+    dev_x = []
+    for p, got in zip(names, prep.decode(blobs), strict=True):
+        if isinstance(got, str):
+            return False, f"{p}: {got}"
+        dev_x.append(prep.resize_crop(got).cpu())
     if not names:
         return False, "no JPEG of the sample can take the device decoder: " + "; ".join(routed)
     if any(c is None for c in cpu_x):

@@ -129,7 +129,11 @@ def test_a_cache_of_one_path_is_never_reused_or_resumed_by_the_other(images, tmp
     assert meta["settings"]["decode"] == "gpu"
     with pytest.raises(CogError, match=r"partial extraction.*decode"):
         extract(bb, images, part, decode="cpu", **RUN)
+    sorted((tmp_path / "p.h5.parts").glob("seg_*.h5"))[1].unlink()  # lost in the kill
     extract(bb, images, part, decode="gpu", **RUN)  # resumed on its own path
+    whole = extract(bb, images, tmp_path / "whole.h5", decode="gpu", **RUN)
+    with open_features(part) as a, open_features(whole) as b:
+        assert np.array_equal(a.load(), b.load()) and a.paths == b.paths
     with pytest.raises(CogError, match="fast mode"):
         extract(bb, images, tmp_path / "e.h5", decode="gpu", exact=True, **RUN)
 
