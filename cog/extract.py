@@ -449,6 +449,8 @@ def _decode_path(backbone, images, pipeline, settings, dev, why: str, verbose: b
     prep = devdecode.DevicePreprocess(pre.resize, pre.crop, pre.interpolation, dev)
     if pipeline.uint8 is None:
         ok, report = False, "the fast path fell back to the card's transform"
+        if not why.startswith("auto"):  # the device path makes the fast path's pixels
+            raise CogError(f"--decode gpu needs the fast path, but {report}; use --decode cpu")
     else:
         sample = guard_sample(images, pipeline.resize)
         ok, report = devdecode.self_check(backbone, pipeline, prep, images.root, sample, dev)

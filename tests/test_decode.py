@@ -236,3 +236,10 @@ def test_cli_flags_reach_the_extractor():
     assert parser().parse_args(["m"]).decode == "auto"
     with pytest.raises(SystemExit):
         parser().parse_args(["m", "--decode", "nvjpeg"])
+
+
+def test_gpu_path_refuses_when_the_fast_path_fell_back(images, tmp_path, monkeypatch):
+    monkeypatch.setattr(ex._Pipeline, "agrees_with_transform", lambda self, im: (False, "x"))
+    with pytest.raises(CogError, match="needs the fast path"):
+        extract(tiny_backbone(), images, tmp_path / "f.h5", decode="gpu", **RUN)
+    assert not (tmp_path / "f.h5").exists()
