@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import cog
 from cog import CogError
 from cog import decode as dd
 from cog import extract as ex
@@ -243,3 +249,36 @@ def test_gpu_path_refuses_when_the_fast_path_fell_back(images, tmp_path, monkeyp
     with pytest.raises(CogError, match="needs the fast path"):
         extract(tiny_backbone(), images, tmp_path / "f.h5", decode="gpu", **RUN)
     assert not (tmp_path / "f.h5").exists()
+
+
+def test_torchrun_two_ranks_on_the_device_path_equal_one(tree, images, tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            from cog.data import dataset_images
+            from cog.extract import extract
+            from cog.synthetic import tiny_backbone
+            images = dataset_images("in1k", "train", in1k_root=sys.argv[1])
+            extract(tiny_backbone(), images, sys.argv[2], workers=0, batch_size=4, segment=8,
+                    device="cpu", progress=False, dtype="float32", decode="gpu")
+            """
+        )
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(Path(cog.__file__).resolve().parent.parent)
+    two = tmp_path / "two.h5"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    subprocess.run(
+        [*cmd, str(script), str(tree), str(two)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    one = extract(tiny_backbone(), images, tmp_path / "one.h5", decode="gpu", **RUN)
+    with open_features(one) as a, open_features(two) as b:
+        assert b.attrs["decode"] == "gpu"
+        assert np.array_equal(a.load(), b.load())
+        assert a.paths == b.paths and a.failed == b.failed and a.repaired == b.repaired
