@@ -20,6 +20,7 @@ PyTurboJPEG) against PIL on the same files. Variants run interleaved `--repeats`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
+from cog import decode as cog_decode
 from cog import zoo
 from cog.data import dataset_images, decode_image
 from cog.extract import _Images, _Pipeline, default_workers, extract
@@ -90,6 +92,18 @@ def loo_1nn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     s = x @ x.T
     np.fill_diagonal(s, -np.inf)
     return y[s.argmax(1)]
+
+
+@contextlib.contextmanager
+def _pil_decoder(on: bool):
+    """cog's CPU path as before issue 19: every file decoded by PIL (cog.data.decode_image)."""
+    plain = cog_decode.decode_file
+    if on:
+        cog_decode.decode_file = decode_image
+    try:
+        yield
+    finally:
+        cog_decode.decode_file = plain
 
 
 def cpu_decoders(tree: Path, paths: list[str], rounds: int, crop) -> dict:
@@ -217,6 +231,7 @@ def main() -> None:
     configs = [
         ("cog_exact", dict(exact=True, decode="cpu")),
         ("cog_fast", dict(exact=False, decode="cpu")),
+        ("cog_fast_pil_decoder", dict(exact=False, decode="cpu")),  # before issue 19
         ("cog_fast_device_decode", dict(exact=False, decode="gpu")),
     ]
     if dev.type == "cuda":
@@ -232,17 +247,18 @@ def main() -> None:
             out = tmp / f"{name}.h5"
             out.unlink(missing_ok=True)  # an up-to-date cache would be returned as is
             t = time.perf_counter()
-            extract(
-                backbone,
-                images,
-                out,
-                dtype="float32",
-                device=str(dev),
-                batch_size=batch,
-                workers=workers,
-                overwrite=True,
-                **kw,
-            )
+            with _pil_decoder(name.endswith("_pil_decoder")):
+                extract(
+                    backbone,
+                    images,
+                    out,
+                    dtype="float32",
+                    device=str(dev),
+                    batch_size=batch,
+                    workers=workers,
+                    overwrite=True,
+                    **kw,
+                )
             secs.setdefault(name, []).append(time.perf_counter() - t)
             with open_features(out) as fs:
                 feats[name] = fs.load()
@@ -262,10 +278,10 @@ def main() -> None:
     # data loading alone, same workers and batch size
     ds_base = ImageFolder(str(tree / "train"), transform=backbone.transform)
     data = {"baseline": data_only(DataLoader(ds_base, batch_size=batch, num_workers=workers), n)}
-    for name, exact in (("cog_exact", True), ("cog_fast", False)):  # the CPU path
-        dl = DataLoader(
-            _Images(images, _Pipeline(backbone, exact)), batch_size=batch, num_workers=workers
-        )
+    for name, exact in (("cog_exact", True), ("cog_fast", False), ("cog_fast_pil_decoder", False)):
+        with _pil_decoder(name.endswith("_pil_decoder")):
+            pipe = _Pipeline(backbone, exact)
+        dl = DataLoader(_Images(images, pipe), batch_size=batch, num_workers=workers)
         data[name] = data_only(dl, n)
 
     # model-free view of --jpeg-draft: input tensors of the DCT-reduced images, in grey levels

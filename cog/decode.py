@@ -11,14 +11,20 @@ end-of-image marker as in a truncated file, or a decoder error) go through the C
 failures recorded as on the CPU path; nothing is dropped.
 
 `auto` takes this path only after `self_check` passes on a sample of the run's own files.
+
+The CPU path's decoder (`decode_file`): plain 3-component JPEGs are decoded from their bytes
+by torchvision's CPU `decode_jpeg` (libjpeg-turbo, the same pixels as PIL's, measured
+1.15x PIL's decode speed: benchmarks/README.md); everything else by `cog.data.decode_image`.
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 DECODES = ("auto", "cpu", "gpu")
 #: the fidelity bar (real-weights issue): per-image feature cosine to the CPU path
@@ -83,6 +89,7 @@ class DevicePreprocess:
         if not blobs:
             return []
         rgb = ImageReadMode.RGB
+        warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
         try:
             return list(decode_jpeg(blobs, mode=rgb, device=self.dev))
         except Exception:
@@ -101,6 +108,35 @@ class DevicePreprocess:
         if self.resize:
             img = resize(img, [self.resize], interpolation=self.interp, antialias=True)
         return center_crop(img, [self.crop, self.crop])
+
+
+def decode_file(path: str | Path, draft_short: int | None = None) -> tuple[Image.Image, str]:
+    """`cog.data.decode_image`'s (RGB image, note), faster for plain 3-component JPEGs:
+    decoded from the bytes by libjpeg-turbo through torchvision (pixels identical to PIL's;
+    the fast path's guard checks it on the run's sample). Odd files, draft decoding and any
+    decoder error take `decode_image`, so notes and failures are recorded as before."""
+    from cog.data import decode_image
+
+    if draft_short is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            data = b""
+        if data and not device_refusal(data):
+            try:
+                rgb = _tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+                return Image.fromarray(rgb.permute(1, 2, 0).numpy()), ""
+            except Exception:  # decode_image decodes it or reports why not
+                pass
+    return decode_image(path, draft_short)
+
+
+def _tv_decode(blob: torch.Tensor) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (TorchCodec)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(blob, mode=ImageReadMode.RGB)
 
 
 def read_item(path: Path, cpu_item) -> tuple:

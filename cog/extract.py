@@ -329,6 +329,9 @@ class _Pipeline:
         self.resize = int(pre.resize or pre.crop)
         self.tol = 1e-3  # float rounding of the normalization only: the uint8 pixels are equal
         self.uint8 = None if exact else _ResizeCrop(pre.resize, pre.crop, pre.interpolation)
+        # fast mode decodes plain JPEGs with libjpeg-turbo from the bytes (cog.decode); the
+        # guard checks it with the uint8 path, a mismatch falls back to PIL with the transform
+        self.decode = decode_image if exact else devdecode.decode_file
         self.blank = self._blank()
 
     def _blank(self) -> torch.Tensor:
@@ -338,7 +341,7 @@ class _Pipeline:
 
     def use_transform(self) -> None:
         """Fast mode with the card's own transform (after draft decoding, if asked)."""
-        self.uint8 = None
+        self.uint8, self.decode = None, decode_image
         self.blank = self._blank()
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
@@ -354,8 +357,8 @@ class _Pipeline:
         return x.flip(1) if self.bgr else x
 
     def agrees_with_transform(self, images: ImageList) -> tuple[bool, str]:
-        """Check that the uint8 path equals the card's transform on a sample covering every
-        file format, orientation and size class present (`guard_sample`), every image of it;
+        """Check that the fast decoder + uint8 path equals PIL + the card's transform on a
+        sample covering every file format, orientation and size class present (`guard_sample`);
         returns (agrees, what was checked or what differs). The caller falls back to the
         transform on a mismatch and records why."""
         if self.uint8 is None:
@@ -364,9 +367,10 @@ class _Pipeline:
         for p in guard_sample(images, self.resize):
             try:
                 img, _ = decode_image(images.root / p)
+                mine, _ = self.decode(images.root / p)
             except Exception:  # unreadable: the extraction reports it
                 continue
-            ours = self.normalize(self.uint8(img)[None])[0]
+            ours = self.normalize(self.uint8(mine)[None])[0]
             ref = self.transform(img)
             if ours.shape != ref.shape:
                 shapes = f"{tuple(ours.shape)} vs the transform's {tuple(ref.shape)}"
@@ -385,7 +389,8 @@ class _Pipeline:
         if not checked:
             return False, "no image of the sample could be decoded, so nothing was checked"
         return True, (
-            f"uint8 path equals the card's transform on {checked} sampled images "
+            f"libjpeg-turbo decoding + uint8 path equals the card's transform on {checked} "
+            "sampled images "
             f"({', '.join(sorted(kinds))}; max difference {worst:.2g})"
         )
 
@@ -399,7 +404,7 @@ class _Images(Dataset):
 
     def __getitem__(self, i: int):
         try:
-            img, note = decode_image(self.root / self.paths[i], self.pipeline.draft)
+            img, note = self.pipeline.decode(self.root / self.paths[i], self.pipeline.draft)
             return self.pipeline(img), i, note, ""
         except Exception as e:  # any decoder failure is recorded, never raised or dropped
             return self.pipeline.blank, i, "", f"{type(e).__name__}: {e}"

@@ -282,3 +282,21 @@ def test_torchrun_two_ranks_on_the_device_path_equal_one(tree, images, tmp_path)
         assert b.attrs["decode"] == "gpu"
         assert np.array_equal(a.load(), b.load())
         assert a.paths == b.paths and a.failed == b.failed and a.repaired == b.repaired
+
+
+def test_cpu_decoder_gives_pils_pixels_and_notes(tree, images):
+    """decode_file (libjpeg-turbo from the bytes) = decode_image (PIL) on every file of the
+    tree, odd ones included: same pixels, same notes, the same failure."""
+    from cog.data import decode_image
+
+    for p in images.paths:
+        path = tree / p
+        try:
+            ref, ref_note = decode_image(path)
+        except Exception as e:
+            with pytest.raises(type(e)):
+                dd.decode_file(path)
+            continue
+        img, note = dd.decode_file(path)
+        assert note == ref_note, p
+        assert img.mode == "RGB" and np.array_equal(np.asarray(img), np.asarray(ref)), p
