@@ -164,7 +164,7 @@ class DeviceBatches:
 
     def __init__(self, loader, prep: DevicePreprocess, cpu_fallback) -> None:
         self.loader, self.prep, self.cpu_fallback = loader, prep, cpu_fallback
-        self.routed = 0  # files that took the CPU path (counted for the summary)
+        self.routed = 0  # files that took the CPU path (reported after the run)
         cuda = torch.device(prep.dev).type == "cuda"
         self.stream = torch.cuda.Stream(prep.dev) if cuda else None
 

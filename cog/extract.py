@@ -874,6 +874,11 @@ def _run(
                 buf, start = _new_buffer(), None
             bar.update(len(idx))
     bar.close()
+    if prep is not None and progress and stream.routed:
+        tqdm.write(
+            f"rank {d.rank}: {stream.routed} of {total} files took the CPU path (not plain "
+            "JPEG, or refused by the device decoder); their repairs and failures are recorded"
+        )
 
 
 def _merge(
