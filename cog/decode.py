@@ -13,8 +13,9 @@ failures recorded as on the CPU path; nothing is dropped.
 `auto` takes this path only after `self_check` passes on a sample of the run's own files.
 
 The CPU path's decoder (`decode_file`): plain 3-component JPEGs are decoded from their bytes
-by torchvision's CPU `decode_jpeg` (libjpeg-turbo, the same pixels as PIL's, measured
-1.15x PIL's decode speed: benchmarks/README.md); everything else by `cog.data.decode_image`.
+by simplejpeg (libjpeg-turbo, accurate DCT and upsampling: the same pixels as PIL's; the
+fastest of the libjpeg-turbo decoders measured, benchmarks/README.md), or torchvision's CPU
+`decode_jpeg` where simplejpeg is missing; everything else by `cog.data.decode_image`.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class DevicePreprocess:
 
 def decode_file(path: str | Path, draft_short: int | None = None) -> tuple[Image.Image, str]:
     """`cog.data.decode_image`'s (RGB image, note), faster for plain 3-component JPEGs:
-    decoded from the bytes by libjpeg-turbo through torchvision (pixels identical to PIL's;
+    decoded from the bytes by libjpeg-turbo, `cpu_decoder()` (pixels identical to PIL's;
     the fast path's guard checks it on the run's sample). Odd files, draft decoding and any
     decoder error take `decode_image`, so notes and failures are recorded as before."""
     from cog.data import decode_image
@@ -124,19 +125,38 @@ def decode_file(path: str | Path, draft_short: int | None = None) -> tuple[Image
             data = b""
         if data and not device_refusal(data):
             try:
-                rgb = _tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-                return Image.fromarray(rgb.permute(1, 2, 0).numpy()), ""
+                return Image.fromarray(_CPU_DECODERS[cpu_decoder()](data)), ""
             except Exception:  # decode_image decodes it or reports why not
                 pass
     return decode_image(path, draft_short)
 
 
-def _tv_decode(blob: torch.Tensor) -> torch.Tensor:
+def _simplejpeg(data: bytes) -> np.ndarray:
+    import simplejpeg
+
+    # accurate DCT and upsampling (PIL's settings); strict: a corrupt stream goes to PIL
+    return simplejpeg.decode_jpeg(data, "RGB", fastdct=False, fastupsample=False, strict=True)
+
+
+def _torchvision(data: bytes) -> np.ndarray:
     from torchvision.io import ImageReadMode, decode_jpeg
 
+    blob = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders (TorchCodec)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(blob, mode=ImageReadMode.RGB)
+        return decode_jpeg(blob, mode=ImageReadMode.RGB).permute(1, 2, 0).numpy()
+
+
+_CPU_DECODERS = {"simplejpeg": _simplejpeg, "torchvision": _torchvision}
+
+
+def cpu_decoder() -> str:
+    """The CPU path's JPEG decoder: simplejpeg when installed, else torchvision's."""
+    try:
+        import simplejpeg  # noqa: F401
+    except ImportError:
+        return "torchvision"
+    return "simplejpeg"
 
 
 def read_item(path: Path, cpu_item) -> tuple:

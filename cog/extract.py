@@ -389,8 +389,8 @@ class _Pipeline:
         if not checked:
             return False, "no image of the sample could be decoded, so nothing was checked"
         return True, (
-            f"libjpeg-turbo decoding + uint8 path equals the card's transform on {checked} "
-            "sampled images "
+            f"{devdecode.cpu_decoder()} decoding + uint8 path (vs PIL + transform) equals the "
+            f"card's transform on {checked} sampled images "
             f"({', '.join(sorted(kinds))}; max difference {worst:.2g})"
         )
 

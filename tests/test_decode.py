@@ -300,3 +300,8 @@ def test_cpu_decoder_gives_pils_pixels_and_notes(tree, images):
         img, note = dd.decode_file(path)
         assert note == ref_note, p
         assert img.mode == "RGB" and np.array_equal(np.asarray(img), np.asarray(ref)), p
+        data = path.read_bytes()
+        if not dd.device_refusal(data):  # both CPU decoders, whichever is installed first
+            for name, decoder in dd._CPU_DECODERS.items():
+                assert np.array_equal(decoder(data), np.asarray(ref)), (name, p)
+    assert dd.cpu_decoder() == "simplejpeg"  # a dependency of cog
