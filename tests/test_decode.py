@@ -240,6 +240,9 @@ def test_cli_flags_reach_the_extractor():
 
     assert parser().parse_args(["m", "--decode", "gpu"]).decode == "gpu"
     assert parser().parse_args(["m"]).decode == "auto"
+    from cog.cli import extract as cli
+
+    assert cli.DECODES == ex.DECODES  # the CLI's mirror (--help stays torch-free)
     with pytest.raises(SystemExit):
         parser().parse_args(["m", "--decode", "nvjpeg"])
 
