@@ -373,7 +373,7 @@ def _fingerprint(
     data: dict,
 ) -> dict:
     """What a stored run must match to be reused on resume."""
-    return {
+    fp = {
         "model": model,
         "zoo_name": card_name,
         "dataset": ds,
@@ -388,6 +388,12 @@ def _fingerprint(
         "levels_sha256": (data.get("levels") or {}).get("sha256"),
         "splits_sha256": (data.get("splits") or {}).get("sha256"),
     }
+    # features of the device decode path never stand in for the CPU path's (nor the reverse);
+    # only named when not cpu, so runs stored before the setting existed still match
+    decode = str(train.attrs.get("decode", "cpu"))
+    if decode != "cpu":
+        fp["features_decode"] = decode
+    return fp
 
 
 def _load_previous(path: Path, fingerprint: dict, force: bool) -> dict | None:

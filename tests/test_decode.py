@@ -308,3 +308,17 @@ def test_cpu_decoder_gives_pils_pixels_and_notes(tree, images):
             for name, decoder in dd._CPU_DECODERS.items():
                 assert np.array_equal(decoder(data), np.asarray(ref)), (name, p)
     assert dd.cpu_decoder() == "simplejpeg"  # a dependency of cog
+
+
+def test_eval_results_of_one_decode_path_are_not_reused_for_the_other():
+    from types import SimpleNamespace
+
+    from cog.evaluate import _fingerprint
+
+    def fp(attrs):
+        split = SimpleNamespace(attrs=attrs)
+        return _fingerprint("m", "m", "in1k", "all", 0, "fast", split, split, {})
+
+    old = fp({"mode": "fast"})  # a cache made before `decode` existed
+    assert fp({"mode": "fast", "decode": "cpu"}) == old
+    assert fp({"mode": "fast", "decode": "gpu"}) != old
