@@ -193,8 +193,8 @@ class DeviceBatches:
         items = [it for _, it in batch]
         pos = [k for k, it in enumerate(items) if it[0] == "bytes"]
         decoded = self.prep.decode([items[k][1] for k in pos])
-        x = torch.empty((len(items), 3, self.prep.crop, self.prep.crop), dtype=torch.uint8)
-        x = x.to(self.prep.dev)
+        side = self.prep.crop
+        x = torch.empty((len(items), 3, side, side), dtype=torch.uint8, device=self.prep.dev)
         notes, errors = [""] * len(items), [""] * len(items)
         for k, img in zip(pos, decoded, strict=True):
             if isinstance(img, str):  # the device refused it after all: the CPU path

@@ -473,6 +473,8 @@ def _decode_path(backbone, images, pipeline, settings, dev, why: str, verbose: b
         settings["decode"] = "gpu" if ok else "cpu"
         why = f"auto: {settings['decode']} (self-check {'passed' if ok else 'failed'})"
     settings["decode_choice"] = f"{why}: {report}"
+    if not ok and not auto and d.rank == 0:  # asked for: runs, but never silently
+        print(f"WARNING: --decode gpu misses the fidelity bar here: {report}", file=sys.stderr)
     if verbose:
         tqdm.write(f"decode path {settings['decode_choice']}")
     return prep if settings["decode"] == "gpu" else None
