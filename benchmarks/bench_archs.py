@@ -1,4 +1,4 @@
-"""The architectures of cog.archs: images/s in fp32 (the baseline) against fp16 autocast,
+"""The architectures of cog.zoo.archs: images/s in fp32 (the baseline) against fp16 autocast,
 and how far the fp16 features drift (the paper ran CLIP in fp16 on a V100).
 
     python benchmarks/bench_archs.py [--batch 64] [--iters 10] [--device auto] [--names ...]
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from cog.archs import ARCHS, INPUT_SIZES
 from cog.io import atomic_write
+from cog.zoo.archs import ARCHS, INPUT_SIZES
 
 HERE = Path(__file__).resolve().parent
 

@@ -40,13 +40,13 @@ REPO = HERE.parent
 
 
 def make_data(work: Path, classes: int, n_train: int, n_test: int) -> dict:
-    """Trees, a levels pickle and a split pickle (via cog.splits) under `work`."""
+    """Trees, a levels pickle and a split pickle (via cog.concepts.splits) under `work`."""
     import pickle
 
+    from cog.concepts.levels import DEFAULT_POOL, DEFAULT_SEEN
+    from cog.concepts.splits import build_splits, write_splits
+    from cog.features.synthetic import make_imagenet1k, make_imagenet21k
     from cog.io import read_wnid_list
-    from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
-    from cog.splits import build_splits, write_splits
-    from cog.synthetic import make_imagenet1k, make_imagenet21k
 
     seen = read_wnid_list(DEFAULT_SEEN)
     pool = read_wnid_list(DEFAULT_POOL)
@@ -88,9 +88,9 @@ def register_tiny() -> str:
 
 def hand_loop(caches: dict, seeds, shots, device: str) -> tuple[float, dict]:
     """The same library calls as cog-eval, written by hand: no checks, no outputs."""
-    from cog import metrics
-    from cog.features import open_features
-    from cog.probe import LogRegProbe
+    from cog.features.cache import open_features
+    from cog.protocols import metrics
+    from cog.protocols.probe import LogRegProbe
 
     top1 = {}
     t0 = time.perf_counter()
@@ -128,10 +128,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="result JSON (default: results/eval_<device>.json)")
     args = ap.parse_args()
 
+    from cog.bench.config import check_finite, open_split
     from cog.cli.eval import main as cog_eval
-    from cog.evaluate import check_finite, open_split
-    from cog.extract import ensure_features
-    from cog.probe import LogRegProbe, resolve_device
+    from cog.device import resolve_device
+    from cog.features.ensure import ensure_features
+    from cog.protocols.probe import LogRegProbe
 
     dev = resolve_device(args.device)
     seeds = tuple(int(s) for s in args.seeds.split(","))

@@ -12,7 +12,7 @@ hand: ImageFolder with the card's transform, a DataLoader, `torch.no_grad()`, fp
 per-image cosine and max abs difference, exact vs baseline and fast vs exact, the input
 difference of `--jpeg-draft` on DCT-reduced images, and leave-one-out 1-NN top-1 on the
 generated classes (a probe-free stand-in for the top-1 difference). The device decode path
-(`decode="gpu"`, cog.decode) is timed and compared too: on the GPU with CUDA, else the same
+(`decode="gpu"`, cog.features.decode) is timed and compared too: on the GPU with CUDA, else the same
 code on the CPU. `cpu_decoders`: libjpeg-turbo decoders (torchvision, simplejpeg,
 PyTurboJPEG) against PIL on the same files. Variants run interleaved `--repeats` times.
 """
@@ -36,12 +36,13 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 from tqdm import tqdm
 
-from cog import decode as cog_decode
 from cog import zoo
-from cog.data import dataset_images, decode_image
-from cog.extract import _Images, _Pipeline, default_workers, extract
-from cog.features import open_features
-from cog.synthetic import make_imagenet1k
+from cog.features import decode as cog_decode
+from cog.features.cache import open_features
+from cog.features.extract import extract
+from cog.features.images import dataset_images, decode_image
+from cog.features.pipeline import _Images, _Pipeline, default_workers
+from cog.features.synthetic import make_imagenet1k
 
 HERE = Path(__file__).resolve().parent
 WNIDS = [f"n0{1440764 + 17 * k:07d}" for k in range(8)]
@@ -96,7 +97,8 @@ def loo_1nn(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def _pil_decoder(on: bool):
-    """cog's CPU path as before issue 19: every file decoded by PIL (cog.data.decode_image)."""
+    """cog's CPU path as before issue 19: every file decoded by PIL
+    (cog.features.images.decode_image)."""
     plain = cog_decode.decode_file
     if on:
         cog_decode.decode_file = decode_image
@@ -226,7 +228,7 @@ def main() -> None:
         (tree / q).read_bytes()
 
     feats, secs, precs = {}, {}, {"baseline": "fp32"}
-    # the device decode path (cog.decode) runs on the model's device: the GPU on CUDA, the
+    # the device decode path (cog.features.decode) runs on the model's device: the GPU on CUDA, the
     # same code on the CPU otherwise
     configs = [
         ("cog_exact", dict(exact=True, decode="cpu")),

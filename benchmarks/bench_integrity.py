@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from cog.integrity import seal, verify
+from cog.features.integrity import seal, verify
 
 
 def _write(path: Path, x: np.ndarray, fletcher32: bool) -> None:

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from cog.ic import counts_ic, intrinsic_ic, intrinsic_wordnet_ic, read_image_counts
+from cog.concepts.ic import counts_ic, intrinsic_ic, intrinsic_wordnet_ic, read_image_counts
+from cog.concepts.levels import DEFAULT_POOL, DEFAULT_SEEN
+from cog.concepts.lin import LinEngine
+from cog.concepts.wordnet import NounHierarchy, load_wordnet
 from cog.io import read_wnid_list
-from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
-from cog.lin import LinEngine
-from cog.wordnet import NounHierarchy, load_wordnet
 
 HERE = Path(__file__).resolve().parent
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from cog.io import atomic_write
-from cog.mochi import MochiParams, MoCo, hard_negative_mix
+from cog.ssl.mochi import MochiParams, MoCo, hard_negative_mix
 
 HERE = Path(__file__).resolve().parent
 

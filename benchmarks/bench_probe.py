@@ -33,15 +33,11 @@ import h5py
 import numpy as np
 import torch
 
-from cog.metrics import knn_scores
-from cog.probe import (
-    FeatureStore,
-    LogRegProbe,
-    _Objective,
-    load_features,
-    peak_memory,
-    resolve_device,
-)
+from cog.device import resolve_device
+from cog.protocols.lbfgs import _Objective
+from cog.protocols.metrics import knn_scores
+from cog.protocols.probe import LogRegProbe
+from cog.protocols.store import FeatureStore, load_features, peak_memory
 
 HERE = Path(__file__).resolve().parent
 

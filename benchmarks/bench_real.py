@@ -4,7 +4,7 @@ against the EfficientNet-Lite reference implementation's own forward pass.
     python benchmarks/bench_real.py [--models 0,1,2] [--set full|small] [--device cpu]
 
 Photos: matplotlib's grace_hopper.jpg and scikit-learn's china.jpg and flower.jpg, each in
-the variants of `cog.photos` (full set: short side 200/300/480/720 px, landscape and
+the variants of `cog.features.photos` (full set: short side 200/300/480/720 px, landscape and
 portrait, JPEG and PNG: 48 images). Per mode: min/median cosine to the reference features,
 images whose top-1 or top-5 classes differ (our features through the reference's
 classifier). Writes benchmarks/results/real_weights.json.
@@ -22,18 +22,18 @@ import numpy as np
 import torch
 
 from cog import zoo
-from cog.data import image_folder
-from cog.extract import extract
-from cog.features import open_features
-from cog.photos import FULL_SET, SMALL_SET, photo_tree
-from cog.reference import agreement, lite_reference, reference_outputs
+from cog.features.cache import open_features
+from cog.features.extract import extract
+from cog.features.images import image_folder
+from cog.features.photos import FULL_SET, SMALL_SET, photo_tree
+from cog.zoo.reference import agreement, lite_reference, reference_outputs
 
 HERE = Path(__file__).resolve().parent
 MODES = {
     "fast": {"decode": "cpu"},
     "exact": {"exact": True},
     "fast+jpeg-draft": {"jpeg_draft": True},
-    # the device decode path (cog.decode): on the GPU with --device cuda, else on the CPU
+    # the device decode path (cog.features.decode): on the GPU with --device cuda, else on the CPU
     "fast+decode-gpu": {"decode": "gpu"},
 }
 

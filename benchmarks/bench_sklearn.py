@@ -6,7 +6,8 @@ and test top-1 side by side.
 
 Both sides see the same generated features (bench_probe's generator), L2-normalised and
 standardised with the tuning rows' statistics, the same 20%-per-class validation split
-(cog.probe.validation_split, seed 22) and the same L2 path: C = 1 / (l2 * n_tune) for each
+(cog.protocols.sampling.validation_split, seed 22) and the same L2 path:
+C = 1 / (l2 * n_tune) for each
 of cog's default grid values, scikit-learn's LogisticRegression(solver="lbfgs") fitted per C
 (warm-started along the path like cog), the best validation top-1 refitted on all training
 rows at the same per-sample strength. scikit-learn always runs on the CPU.
@@ -30,7 +31,8 @@ sys.path.insert(0, str(HERE))
 
 from bench_probe import SETS, Generator  # noqa: E402
 
-from cog.probe import DEFAULT_L2_GRID, LogRegProbe, validation_split  # noqa: E402
+from cog.protocols.probe import DEFAULT_L2_GRID, LogRegProbe  # noqa: E402
+from cog.protocols.sampling import validation_split  # noqa: E402
 
 
 def sklearn_search(Xtr, ytr, Xte, yte, seed: int, grid=DEFAULT_L2_GRID) -> dict:

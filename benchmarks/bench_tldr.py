@@ -48,7 +48,8 @@ def rss_mib() -> float:
 
 
 def worker(cfg: dict, queue: mp.Queue) -> None:
-    from cog.tldr import PCAW, TLDR
+    from cog.compress.pcaw import PCAW
+    from cog.compress.tldr import TLDR
 
     torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
     dev = torch.device(cfg["device"])

@@ -1,261 +1,30 @@
-"""`cog-models fetch`: put every weight file a card needs into the cache before a run.
+"""Deprecated alias of `cog.zoo.fetch` (moved by issue 15; removed in cog 0.3)."""
 
-A dead link should be found in the first minute, not hours into an evaluation. Files are
-downloaded into the caches `cog.zoo.load` reads (torch hub's checkpoint folder for URLs, the
-Hugging Face cache for hub repos) with a progress bar; a broken transfer resumes from the
-bytes already on disk (HTTP Range on `<file>.part`); the published checksum (the card's
-sha256 or torch hub's file-name prefix) is verified; a file without one has its sha256
-recorded in `$COG_HOME/weights.lock`, which every later load checks (`check_lock`), so a file
-that changes under the same name is caught. Offline (`--offline`, `COG_OFFLINE=1` or
-`HF_HUB_OFFLINE=1`) nothing touches the network and the missing file is named.
-"""
+import warnings
 
-from __future__ import annotations
-
-import contextlib
-import http.client
-import json
-import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
-
-from tqdm.auto import tqdm
-
-from cog import CogError
-from cog.io import atomic_write, cog_home, sha256_file
-
-LOCK_NAME = "weights.lock"
-LOCK_VERSION = 1
-CHUNK = 1 << 20
-RETRIES = 3  # resumed attempts after a transfer is cut
-
-
-@dataclass
-class Fetched:
-    """What `fetch_model` did for one model: the file, its sha256 and how it was checked."""
-
-    model: str
-    path: Path | None
-    sha256: str | None
-    status: str  # downloaded, cached, failed
-    check: str = ""  # "sha256", "sha256 prefix", "hub blob", "locked", "recorded"
-    error: str = ""
-
-
-# ---------------------------------------------------------------- the lock file
-
-
-def lock_path() -> Path:
-    return cog_home() / LOCK_NAME
-
-
-def source_key(source) -> str:
-    """A weight source's identity in the lock file (independent of where caches live)."""
-    key = f"{source.kind}:{source.location or ''}:{source.filename or ''}"
-    return key + (f"!{source.member}" if source.member else "")
-
-
-def read_lock(path: Path | None = None) -> dict[str, dict]:
-    path = path or lock_path()
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-        files = data["files"]
-        if data.get("version") != LOCK_VERSION or not isinstance(files, dict):
-            raise ValueError(f"version {data.get('version')!r}")
-    except (ValueError, KeyError, TypeError) as e:
-        raise CogError(
-            f"{path}: not a readable weights lock file ({e}); move it aside and run "
-            "`cog-models fetch` again to re-record the checksums"
-        ) from None
-    return files
-
-
-def record_lock(source, model: str, sha256: str, path: Path | None = None) -> None:
-    """Add (or confirm) a file's sha256 under a flock, so parallel fetches keep every entry."""
-    import fcntl
-
-    path = path or lock_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.flock"), "a+") as guard:
-        fcntl.flock(guard.fileno(), fcntl.LOCK_EX)
-        files = read_lock(path)
-        files[source_key(source)] = {"sha256": sha256, "model": model}
-        with atomic_write(path) as f:
-            json.dump({"version": LOCK_VERSION, "files": files}, f, indent=2, sort_keys=True)
-            f.write("\n")
-
-
-def check_lock(file: Path, source, model: str, digest: str) -> bool:
-    """Compare a file without a published checksum with the sha256 recorded when it was
-    fetched; CogError on a difference. True when the lock knew the file."""
-    entry = read_lock().get(source_key(source))
-    if entry is None:
-        return False
-    if entry["sha256"] != digest:
-        raise CogError(
-            f"{file}: sha256 {digest} differs from {entry['sha256']} recorded in "
-            f"{lock_path()} when {model!r} was fetched; the file changed: delete it and run "
-            f"`cog-models fetch {model}` (or remove its lock entry if the change is wanted)"
-        )
-    return True
-
-
-# ---------------------------------------------------------------- HTTP with resume
-
-
-def download(url: str, target: Path, *, progress: bool = True, retries: int = RETRIES) -> Path:
-    """Download `url` to `target` through `<target>.part`, resuming with HTTP Range after a
-    cut transfer; the part file is renamed only once every announced byte has arrived."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
-    last = ""
-    for _attempt in range(retries + 1):
-        have = part.stat().st_size if part.is_file() else 0
-        req = urllib.request.Request(url, headers={"User-Agent": "cog-models-fetch"})
-        if have:
-            req.add_header("Range", f"bytes={have}-")
-        try:
-            resp = urllib.request.urlopen(req, timeout=60)
-        except urllib.error.HTTPError as e:
-            if e.code == 416 and have:  # the part file already holds everything
-                part.replace(target)
-                return target
-            raise CogError(f"{url}: HTTP {e.code} {e.reason}; the link is dead or moved") from None
-        except (urllib.error.URLError, OSError) as e:
-            raise CogError(f"{url}: cannot connect ({e}); check the URL or the network") from None
-        with resp:
-            if have and resp.status != 206:  # the server ignored Range: start over
-                have = 0
-            length = resp.headers.get("Content-Length")
-            total = have + int(length) if length is not None else None
-            got = have
-            with (
-                open(part, "ab" if have else "wb") as f,
-                tqdm(
-                    total=total,
-                    initial=have,
-                    unit="B",
-                    unit_scale=True,
-                    desc=target.name,
-                    disable=not progress,
-                    leave=False,
-                ) as bar,
-                contextlib.suppress(OSError, http.client.HTTPException),
-            ):  # a cut: resume below
-                while block := resp.read(CHUNK):
-                    f.write(block)
-                    got += len(block)
-                    bar.update(len(block))
-        if total is None or got == total:
-            part.replace(target)
-            return target
-        last = f"got {got} of {total} bytes"
-        time.sleep(0.2)
-    raise CogError(
-        f"{url}: transfer cut {retries + 1} times ({last}); the partial file {part} is kept "
-        "and the next `cog-models fetch` resumes it"
-    )
-
-
-# ---------------------------------------------------------------- one model
-
-
-def _offline(flag: bool) -> bool:
-    from cog.zoo import offline
-
-    return flag or offline()
-
-
-def _verify(path: Path, source, model: str) -> tuple[str, str]:
-    """sha256 of a fetched file and how it was checked; a mismatch deletes the file."""
-    digest = sha256_file(path)
-    expected = source.sha256 or source.hash_prefix
-    if expected:
-        if not digest.startswith(expected):
-            path.unlink(missing_ok=True)
-            raise CogError(
-                f"{path}: sha256 {digest} does not match the published "
-                f"{'sha256' if source.sha256 else 'prefix'} {expected} of {model!r}; the "
-                "corrupt file was deleted, run `cog-models fetch` again (or report the link)"
-            )
-        return digest, "sha256" if source.sha256 else "sha256 prefix"
-    if check_lock(path, source, model, digest):
-        return digest, "locked"
-    record_lock(source, model, digest)
-    return digest, "recorded"
-
-
-def _fetch_source(source, model: str, offline: bool, progress: bool) -> tuple[Path, str]:
-    """The file of one source in the cache (downloaded if needed); (path, 'cached'|...)."""
-    from cog import zoo
-
-    hit = zoo._cached(source)
-    if hit is not None:
-        return hit, "cached"
-    if source.kind in ("manual", "path", "package"):  # nothing to download: say how to get it
-        raise CogError(f"{source.describe()}: not found; {zoo._where_to_put(source)}")
-    if offline:
-        where = (
-            f"{source.location} in the Hugging Face cache"
-            if source.kind == "hub"
-            else str(zoo.checkpoint_dir() / str(source.filename))
-        )
-        raise CogError(
-            f"offline: {model!r} needs {where}, which is missing; run `cog-models fetch "
-            f"{model}` where the network is reachable, or {zoo._where_to_put(source)}"
-        )
-    if source.kind == "hub":
-        try:
-            return zoo._hub_download(source), "downloaded"
-        except OSError as e:
-            raise CogError(f"{source.describe()}: download failed ({e})") from None
-    archive = download(
-        str(source.location), zoo.checkpoint_dir() / str(source.filename), progress=progress
-    )
-    if source.member:  # the card's checksum is the member's: checked after unpacking
-        return zoo._unpack_member(source, archive), "downloaded"
-    return archive, "downloaded"
-
-
-def fetch_model(name: str, *, offline: bool = False, progress: bool = True) -> list[Fetched]:
-    """Fetch and verify the weights of one model (and of its base, for composite cards).
-
-    The card's sources are alternatives: the first one cached, else the first one that
-    downloads and verifies, is the model's file. Failures are returned, not raised."""
-    from cog import zoo
-
-    card = zoo.get_card(name)
-    if card.base is not None:  # a base model plus a local projection (cog-tldr)
-        out = fetch_model(card.base, offline=offline, progress=progress)
-        pr = card.projection
-        try:
-            path, digest = zoo.projection_file(card.name, card.source_file, pr.path, pr.sha256)
-            out.append(Fetched(card.name, path, digest, "cached", "projection sha256"))
-        except CogError as e:
-            out.append(Fetched(card.name, None, None, "failed", error=str(e)))
-        return out
-    errors = []
-    for source in card.weights:
-        try:
-            path, status = _fetch_source(source, card.name, _offline(offline), progress)
-            digest, how = _verify(path, source, card.name)
-        except CogError as e:
-            errors.append(str(e))
-            continue
-        return [Fetched(card.name, path, digest, status, how)]
-    return [Fetched(card.name, None, None, "failed", error="; ".join(errors) or "no sources")]
-
-
-def fetch(names: list[str], *, offline: bool = False, progress: bool = True) -> list[Fetched]:
-    """`fetch_model` for each name, going on past failures."""
-    out: list[Fetched] = []
-    for name in tqdm(names, desc="cog-models fetch", unit="model", disable=not progress):
-        try:
-            out.extend(fetch_model(name, offline=offline, progress=progress))
-        except CogError as e:
-            out.append(Fetched(name, None, None, "failed", error=str(e)))
-    return out
+__deprecated_alias__ = "cog.zoo.fetch"
+warnings.warn(
+    "cog.fetch is deprecated: import cog.zoo.fetch instead (the alias goes in cog 0.3)",
+    DeprecationWarning,
+    stacklevel=2,
+)
+from cog.zoo.fetch import (  # noqa: E402, F401
+    CHUNK,
+    RETRIES,
+    Fetched,
+    _fetch_source,
+    _offline,
+    _verify,
+    download,
+    fetch,
+    fetch_model,
+)
+from cog.zoo.lock import (  # noqa: E402, F401
+    LOCK_NAME,
+    LOCK_VERSION,
+    check_lock,
+    lock_path,
+    read_lock,
+    record_lock,
+    source_key,
+)

@@ -19,4 +19,4 @@ fi
 # faiss-cpu: approximate kNN for cog-tldr (--knn faiss); small, and its test then runs in CI
 $PY -m pip install -q -e ".[dev,faiss]"
 # Find WordNet 3.0 now (nltk data, nltk.download, Debian) so the first real run is quiet.
-$PY -m cog.wordnet
+$PY -m cog.concepts.wordnet

@@ -18,14 +18,14 @@ SHARED_COUNTS = (
 
 @pytest.fixture(scope="session")
 def reader():
-    from cog.wordnet import load_wordnet
+    from cog.concepts.wordnet import load_wordnet
 
     return load_wordnet(download=False)
 
 
 @pytest.fixture(scope="session")
 def hierarchy(reader):
-    from cog.wordnet import NounHierarchy
+    from cog.concepts.wordnet import NounHierarchy
 
     return NounHierarchy.from_reader(reader)
 
@@ -50,7 +50,7 @@ def toy_hierarchy():
     """
     import numpy as np
 
-    from cog.wordnet import NounHierarchy
+    from cog.concepts.wordnet import NounHierarchy
 
     names = ["entity", "animal", "plant", "dog", "cat", "puppy", "pet", "oak", "fern"]
     parents = [[], [0], [0], [1], [1], [3, 6], [0], [2], [2]]
@@ -66,8 +66,8 @@ def toy_hierarchy():
 @pytest.fixture(scope="session")
 def shipped_wnids() -> tuple[list[str], list[str]]:
     """The shipped seen (ImageNet-1K) and pool (ImageNet-21K fall 2011) wnid lists."""
+    from cog.concepts.levels import DEFAULT_POOL, DEFAULT_SEEN
     from cog.io import read_wnid_list
-    from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
 
     return read_wnid_list(DEFAULT_SEEN), read_wnid_list(DEFAULT_POOL)
 

@@ -1,6 +1,6 @@
-"""cog.archs: builders give the paper's features, converters read the ORIGINAL key layouts.
+"""cog.zoo.archs: builders give the paper's features, converters read the ORIGINAL key layouts.
 
-The original layouts below are written from the original code (see cog.archs.SPECS[...].source),
+The original layouts below are written from the original code (see cog.zoo.archs.SPECS[...].source),
 independently of the converters: key names, shapes and the parameter each tensor must land in.
 Every synthetic tensor holds distinct values, so a value check proves the key map.
 """
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from cog import CogError
-from cog.archs import ARCHS, CONVERTERS, DROPPED, FEATURE_DIMS, INPUT_SIZES, SPECS, convert
-from cog.archs.byol_resnet import SameConv2d, SameMaxPool2d, same_padding
+from cog.zoo.archs import ARCHS, CONVERTERS, DROPPED, FEATURE_DIMS, INPUT_SIZES, SPECS, convert
+from cog.zoo.archs.byol_resnet import SameConv2d, SameMaxPool2d, same_padding
 
 NAMES = [
     "nat_m4",
@@ -799,7 +799,7 @@ def test_natnet_from_released_config_equals_nat_m4():
         "feature_mix_layer": {**conv_cfg(1152, 1536, 1, 1), "use_bn": False},
         "classifier": {"name": "LinearLayer", "in_features": 1536, "out_features": 1000},
     }
-    from cog.archs.nat import natnet_from_config
+    from cog.zoo.archs.nat import natnet_from_config
 
     with torch.device("meta"):
         built, ref = natnet_from_config(config), ARCHS["nat_m4"]()

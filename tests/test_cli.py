@@ -151,31 +151,38 @@ def test_abbreviations_are_refused_with_a_suggestion(capsys):
 
 def test_cli_mirrors_agree_with_the_library():
     """The CLIs restate a few library constants to keep --help light; they must not drift."""
-    from cog import data, evaluate, extract, leaderboard, levels, splits, tldr, train
+    import cog.bench.study as tldr_study
+    import cog.compress.files as tldr_files
+    import cog.compress.nets as tldr_nets
+    import cog.features.settings as extract_settings
+    import cog.ssl.config as train_config
+    from cog.bench import config, leaderboard
     from cog.cli import build_levels as bl
     from cog.cli import build_splits as bs
     from cog.cli import dataclass_defaults
     from cog.cli import eval as ev
     from cog.cli import extract as ex
     from cog.cli import tldr as tl
+    from cog.concepts import levels, splits
+    from cog.features import images as data
 
     assert (ev.DATASETS, ev.DEFAULT_SEEDS, ev.DEFAULT_SHOTS) == (
         data.DATASETS,
-        evaluate.DEFAULT_SEEDS,
-        evaluate.DEFAULT_SHOTS,
+        config.DEFAULT_SEEDS,
+        config.DEFAULT_SHOTS,
     )
     assert (ev.PROTOCOLS, ev.RANDOM_INIT_SUFFIX) == (
         leaderboard.PROTOCOLS,
         leaderboard.RANDOM_INIT_SUFFIX,
     )
-    from cog import submit
+    from cog.bench import submit
 
     assert ev.CLUSTERS == submit.CLUSTERS
     assert (ex.DATASETS, ex.SPLITS, ex.DTYPES, ex.PRECISIONS) == (
         data.DATASETS,
         data.SPLITS,
-        extract.DTYPES,
-        extract.PRECISIONS,
+        extract_settings.DTYPES,
+        extract_settings.PRECISIONS,
     )
     assert (bl.DEFAULT_SEEN, bl.DEFAULT_POOL) == (levels.DEFAULT_SEEN, levels.DEFAULT_POOL)
     assert (bl.FILTERS, bl.IC_SOURCES, bl.CUT_RULES) == (
@@ -189,14 +196,14 @@ def test_cli_mirrors_agree_with_the_library():
         splits.MIN_TRAIN,
     )
     assert (tl.DEFAULT_STUDY_DIMS, tl.ENCODERS, tl.METHODS, tl.OPTIMIZERS, tl.STUDY_METRICS) == (
-        tldr.DEFAULT_STUDY_DIMS,
-        tldr.ENCODERS,
-        tldr.METHODS,
-        tldr.OPTIMIZERS,
-        tldr.STUDY_METRICS,
+        tldr_study.DEFAULT_STUDY_DIMS,
+        tldr_nets.ENCODERS,
+        tldr_files.METHODS,
+        tldr_nets.OPTIMIZERS,
+        tldr_study.STUDY_METRICS,
     )
-    real = train.TrainConfig(data="", name="")
-    read = dataclass_defaults("cog.train", "TrainConfig")
+    real = train_config.TrainConfig(data="", name="")
+    read = dataclass_defaults("cog.ssl.config", "TrainConfig")
     assert read and all(getattr(real, k) == v for k, v in read.items())
 
 
@@ -390,8 +397,8 @@ def test_the_default_feature_cache_is_checked_too(tmp_path, monkeypatch, capsys)
 def test_exclude_small_that_empties_a_level_is_a_short_error(tmp_path, capsys):
     """--exclude-small used to write an empty split file and exit 0; now: one line, the first
     excluded concepts only, and the options that would help."""
-    from cog import synthetic
     from cog.cli.build_splits import main
+    from cog.features import synthetic
 
     wnids = [f"n0{i:07d}" for i in range(1, 15)]
     root = synthetic.make_imagenet21k(tmp_path / "in21k", wnids, n_per_class=3)
@@ -409,7 +416,7 @@ def test_exclude_small_that_empties_a_level_is_a_short_error(tmp_path, capsys):
 
 
 def test_tldr_next_step_keeps_random_init(monkeypatch, capsys, tmp_path):
-    tldr = pytest.importorskip("cog.tldr")
+    tldr = pytest.importorskip("cog.bench.compress")
     from cog.cli.tldr import main
 
     monkeypatch.setenv("COG_HOME", str(tmp_path))
@@ -431,9 +438,9 @@ def test_tldr_next_step_keeps_random_init(monkeypatch, capsys, tmp_path):
 def test_built_levels_and_splits_are_found_without_paths(tmp_path, monkeypatch):
     """One rule: outputs under ./results; what the user built there wins over the shipped
     splits/, which no command writes by default."""
+    from cog.bench.config import levels_file, splits_file
     from cog.cli.build_levels import parser as levels_parser
     from cog.cli.build_splits import parser as splits_parser
-    from cog.evaluate import levels_file, splits_file
     from cog.io import SHIPPED_DIR, default_levels, default_splits
 
     monkeypatch.chdir(tmp_path)

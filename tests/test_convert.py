@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cog import CogError
-from cog.convert import ARCH_CONVERTERS, CONVERTERS, convert, get_converter, known_names
+from cog.zoo.convert import ARCH_CONVERTERS, CONVERTERS, convert, get_converter, known_names
 
 BODY = {
     "conv1.weight": torch.zeros(4, 3, 7, 7),
@@ -202,16 +202,16 @@ def test_unknown_converter_suggests_close_names():
 
 
 def test_arch_converters_are_merged_from_cog_archs(monkeypatch):
-    fake = types.ModuleType("cog.archs")
+    fake = types.ModuleType("cog.zoo.archs")
     fake.CONVERTERS = {"nat_m4": lambda ck: {"x": torch.zeros(1)}}
     fake.ARCHS = {}
-    monkeypatch.setitem(sys.modules, "cog.archs", fake)
+    monkeypatch.setitem(sys.modules, "cog.zoo.archs", fake)
     assert set(convert("nat_m4", {"anything": torch.zeros(2)})) == {"x"}
     assert set(ARCH_CONVERTERS) <= known_names()
 
 
 def test_reserved_arch_converter_without_cog_archs(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cog.archs", None)  # import fails
+    monkeypatch.setitem(sys.modules, "cog.zoo.archs", None)  # import fails
     assert "nat_m4" in known_names()
-    with pytest.raises(CogError, match=r"cog\.archs"):
+    with pytest.raises(CogError, match=r"cog\.zoo\.archs"):
         get_converter("nat_m4")

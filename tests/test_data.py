@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from cog import CogError
-from cog.data import ImageList, dataset_images, decode_image, image_folder
-from cog.splits import build_splits, write_splits
-from cog.synthetic import add_broken_files, make_imagenet1k, make_imagenet21k
+from cog.concepts.splits import build_splits, write_splits
+from cog.features.images import ImageList, dataset_images, decode_image, image_folder
+from cog.features.synthetic import add_broken_files, make_imagenet1k, make_imagenet21k
 
 WNIDS = ["n01443537", "n01440764", "n01484850"]
 

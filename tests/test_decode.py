@@ -1,4 +1,4 @@
-"""The device decode path (cog.decode, `--decode`), run on the CPU: which files it takes,
+"""The device decode path (cog.features.decode, `--decode`), run on the CPU: which files it takes,
 batching with CPU-path fallbacks recorded as on the CPU path, cache keys that never mix the
 paths, the start-up self-check and `auto`, fidelity with real weights; CUDA tests marked
 `gpu` are skipped without CUDA."""
@@ -19,14 +19,16 @@ import torch
 from PIL import Image
 
 import cog
+import cog.features.pipeline as ex_pipeline
+import cog.features.settings as ex_settings
 from cog import CogError
-from cog import decode as dd
-from cog import extract as ex
-from cog.data import dataset_images, image_folder
-from cog.extract import extract
-from cog.features import open_features
-from cog.photos import SMALL_SET, photo_tree
-from cog.synthetic import add_broken_files, make_imagenet1k, tiny_backbone
+from cog.features import decode as dd
+from cog.features import extract as ex
+from cog.features.cache import open_features
+from cog.features.extract import extract
+from cog.features.images import dataset_images, image_folder
+from cog.features.photos import SMALL_SET, photo_tree
+from cog.features.synthetic import add_broken_files, make_imagenet1k, tiny_backbone
 
 WNIDS = ["n01440764", "n01443537"]
 RUN = dict(workers=0, batch_size=4, segment=8, device="cpu", progress=False, dtype="float32")
@@ -90,8 +92,8 @@ def test_device_path_routes_odd_files_to_the_cpu_path_and_records_them(images, t
 def test_batches_keep_order_and_mix_both_paths(images):
     """DeviceBatches on a loader of mixed batches: rows in loader order, CPU items copied in."""
     bb = tiny_backbone()
-    pipe = ex._Pipeline(bb, exact=False)
-    ds = ex._Bytes(images, pipe)
+    pipe = ex_pipeline._Pipeline(bb, exact=False)
+    ds = ex_pipeline._Bytes(images, pipe)
     prep = dd.DevicePreprocess(None, 32, "bilinear", CPU)
     loader = [[ds[i] for i in range(a, min(a + 5, len(ds)))] for a in range(0, len(ds), 5)]
     kinds = [it[0] for b in loader for _, it in b]
@@ -170,8 +172,8 @@ def lite0():
 
 
 def test_self_check_passes_with_real_weights_and_fails_on_a_wrong_resize(photos, lite0):
-    pipe = ex._Pipeline(lite0, exact=False)
-    sample = ex.guard_sample(photos, pipe.resize)
+    pipe = ex_pipeline._Pipeline(lite0, exact=False)
+    sample = ex_pipeline.guard_sample(photos, pipe.resize)
     prep = dd.DevicePreprocess(256, 224, "bicubic", CPU)
     ok, report = dd.self_check(lite0, pipe, prep, photos.root, sample, CPU)
     assert ok, report
@@ -187,11 +189,11 @@ def test_self_check_passes_with_real_weights_and_fails_on_a_wrong_resize(photos,
 def test_device_path_meets_the_fidelity_bar_with_real_weights(photos, lite0):
     """Device path (run on the CPU) vs the card's own transform: cosine >= 0.9999 on every
     image and the same top-1 class through the reference's classifier."""
-    from cog.data import decode_image
-    from cog.reference import lite_reference
+    from cog.features.images import decode_image
+    from cog.zoo.reference import lite_reference
 
     net, _ = lite_reference(0)
-    pipe = ex._Pipeline(lite0, exact=False)
+    pipe = ex_pipeline._Pipeline(lite0, exact=False)
     prep = dd.DevicePreprocess(256, 224, "bicubic", CPU)
     ref, dev, on_device = [], [], 0
     for p in photos.paths:
@@ -222,7 +224,7 @@ def test_cuda_decode_passes_the_self_check_and_matches_the_cpu_run(photos, lite0
     """On the GPU: batched nvJPEG decoding (checked for corrupted batches, pytorch/vision#9606)
     meets the bar image by image, and auto takes the device path."""
     dev = torch.device("cuda")
-    pipe = ex._Pipeline(lite0, exact=False)
+    pipe = ex_pipeline._Pipeline(lite0, exact=False)
     prep = dd.DevicePreprocess(256, 224, "bicubic", dev)
     ok, report = dd.self_check(lite0, pipe, prep, photos.root, photos.paths, dev)
     assert ok, report
@@ -242,13 +244,15 @@ def test_cli_flags_reach_the_extractor():
     assert parser().parse_args(["m"]).decode == "auto"
     from cog.cli import extract as cli
 
-    assert cli.DECODES == ex.DECODES  # the CLI's mirror (--help stays torch-free)
+    assert cli.DECODES == ex_settings.DECODES  # the CLI's mirror (--help stays torch-free)
     with pytest.raises(SystemExit):
         parser().parse_args(["m", "--decode", "nvjpeg"])
 
 
 def test_gpu_path_refuses_when_the_fast_path_fell_back(images, tmp_path, monkeypatch):
-    monkeypatch.setattr(ex._Pipeline, "agrees_with_transform", lambda self, im: (False, "x"))
+    monkeypatch.setattr(
+        ex_pipeline._Pipeline, "agrees_with_transform", lambda self, im: (False, "x")
+    )
     with pytest.raises(CogError, match="needs the fast path"):
         extract(tiny_backbone(), images, tmp_path / "f.h5", decode="gpu", **RUN)
     assert not (tmp_path / "f.h5").exists()
@@ -260,9 +264,9 @@ def test_torchrun_two_ranks_on_the_device_path_equal_one(tree, images, tmp_path)
         textwrap.dedent(
             """
             import sys
-            from cog.data import dataset_images
-            from cog.extract import extract
-            from cog.synthetic import tiny_backbone
+            from cog.features.images import dataset_images
+            from cog.features.extract import extract
+            from cog.features.synthetic import tiny_backbone
             images = dataset_images("in1k", "train", in1k_root=sys.argv[1])
             extract(tiny_backbone(), images, sys.argv[2], workers=0, batch_size=4, segment=8,
                     device="cpu", progress=False, dtype="float32", decode="gpu")
@@ -290,7 +294,7 @@ def test_torchrun_two_ranks_on_the_device_path_equal_one(tree, images, tmp_path)
 def test_cpu_decoder_gives_pils_pixels_and_notes(tree, images):
     """decode_file (libjpeg-turbo from the bytes) = decode_image (PIL) on every file of the
     tree, odd ones included: same pixels, same notes, the same failure."""
-    from cog.data import decode_image
+    from cog.features.images import decode_image
 
     for p in images.paths:
         path = tree / p
@@ -313,7 +317,7 @@ def test_cpu_decoder_gives_pils_pixels_and_notes(tree, images):
 def test_eval_results_of_one_decode_path_are_not_reused_for_the_other():
     from types import SimpleNamespace
 
-    from cog.evaluate import _fingerprint
+    from cog.bench.evaluate import _fingerprint
 
     def fp(attrs):
         split = SimpleNamespace(attrs=attrs)

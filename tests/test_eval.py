@@ -12,21 +12,20 @@ import pandas as pd
 import pytest
 
 from cog import CogError
-from cog.cli.eval import config_from_args, main, parser
-from cog.evaluate import (
+from cog.bench.config import (
     EvalConfig,
     Split,
     check_finite,
     check_pair,
     check_shots,
     check_weights,
-    leaderboard_rows,
     resolve_datasets,
     run_name,
-    summary_table,
 )
+from cog.bench.evaluate import leaderboard_rows, summary_table
+from cog.bench.leaderboard import COLUMNS
+from cog.cli.eval import config_from_args, main, parser
 from cog.io import sha256_file
-from cog.leaderboard import COLUMNS
 
 # ---------------------------------------------------------------- parsing
 
@@ -269,7 +268,7 @@ def prepared(tmp_path, monkeypatch):
     import sys
     import types
 
-    from cog.synthetic import TinyCard
+    from cog.features.synthetic import TinyCard
 
     monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
     cache = tmp_path / "features"
@@ -292,7 +291,8 @@ def prepared(tmp_path, monkeypatch):
         return TinyCard()
 
     for modname, attrs in (
-        ("cog.extract", {"cache_path": cache_path, "ensure_features": ensure_features}),
+        ("cog.features.ensure", {"ensure_features": ensure_features}),
+        ("cog.features.settings", {"cache_path": cache_path}),
         ("cog.zoo", {"get_card": get_card}),
     ):
         try:
@@ -390,7 +390,7 @@ def test_full_run_writes_runs_and_leaderboard(prepared, capsys):
 
 
 def test_rerun_reuses_and_force_redoes(prepared, monkeypatch, capsys):
-    import cog.evaluate as ev
+    import cog.bench.evaluate as ev
 
     assert main([*prepared.args, "--random-init", "--datasets", "cog_l1"]) == 0
     path = prepared.out / "runs" / "tiny-cnn+random-init" / "cog_l1_all_fast.json"
@@ -413,7 +413,7 @@ def test_rerun_reuses_and_force_redoes(prepared, monkeypatch, capsys):
 
 
 def test_interrupted_run_resumes_from_finished_seeds(prepared, monkeypatch):
-    import cog.evaluate as ev
+    import cog.bench.evaluate as ev
 
     real = ev.probe_seed
     fits = []
@@ -524,10 +524,14 @@ SMOKE_CARD = {
 @pytest.fixture(scope="module")
 def trees(tmp_path_factory, shipped_wnids):
     """IN-1K (5 classes, 6 train + 2 val) and IN-21K (15 concepts, 8 images) trees; five
-    levels of three concepts in the authors' pkl and our CSV; splits drawn by cog.splits in
+    levels of three concepts in the authors' pkl and our CSV; splits drawn by cog.concepts.splits in
     the authors' pickle format and our CSV."""
-    synthetic = pytest.importorskip("cog.synthetic", reason="cog.synthetic not landed yet")
-    splits_mod = pytest.importorskip("cog.splits", reason="cog.splits not landed yet")
+    synthetic = pytest.importorskip(
+        "cog.features.synthetic", reason="cog.features.synthetic not landed yet"
+    )
+    splits_mod = pytest.importorskip(
+        "cog.concepts.splits", reason="cog.concepts.splits not landed yet"
+    )
     tmp = tmp_path_factory.mktemp("smoke")
     seen, pool = shipped_wnids
     unseen = [w for w in pool if w not in seen]
@@ -544,7 +548,7 @@ def trees(tmp_path_factory, shipped_wnids):
         [(w, k + 1) for k, lv in enumerate(levels) for w in lv], columns=["wnid", "level"]
     ).to_csv(csv, index=False)
     result = splits_mod.build_splits(in21k, csv, n_test=2, min_train=6, max_train=6, progress=False)
-    # cog.splits writes the authors' pickle (numpy arrays of paths) and our CSV
+    # cog.concepts.splits writes the authors' pickle (numpy arrays of paths) and our CSV
     splits_mod.write_splits(result, tmp / "ours")
     (tmp / "authors" / "cog_concepts_split_file.pkl").write_bytes(
         (tmp / "ours" / "cog_concepts_split_file.pkl").read_bytes()
@@ -554,7 +558,7 @@ def trees(tmp_path_factory, shipped_wnids):
 
 @pytest.fixture
 def smoke(trees, tmp_path, monkeypatch):
-    pytest.importorskip("cog.extract", reason="cog.extract not landed yet")
+    pytest.importorskip("cog.features.extract", reason="cog.features.extract not landed yet")
     zoo = pytest.importorskip("cog.zoo", reason="cog.zoo not landed yet")
     import timm
     import torch
@@ -618,7 +622,7 @@ def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys, monkeypatch)
     assert in1k["data"]["train"]["n_images"] == 30 and in1k["data"]["test"]["n_images"] == 10
     assert in1k["card"]["name"] == SMOKE_MODEL and in1k["data"]["train"]["feature_dim"] == 96
 
-    # our CSV levels and cog.splits' CSV describe the same data: same caches, same scores
+    # our CSV levels and cog.concepts.splits' CSV describe the same data: same caches, same scores
     ours = [
         "--levels",
         str(tmp / "ours" / "levels.csv"),
@@ -699,15 +703,15 @@ def test_smoke_cog_eval_on_generated_trees(smoke, tmp_path, capsys, monkeypatch)
 
 
 def test_reference_protocol_rows_and_files(prepared, monkeypatch):
-    import cog.probe
+    import cog.protocols.probe
 
-    real = cog.probe.LogRegProbe
+    real = cog.protocols.probe.LogRegProbe
 
     def short_reference(**kw):  # the authors' recipe, shortened: 30 x 100 epochs is minutes
         assert kw["protocol"] == "reference"
         return real(**kw, n_trials=2, epochs=3, batch_size=8)
 
-    monkeypatch.setattr(cog.probe, "LogRegProbe", short_reference)
+    monkeypatch.setattr(cog.protocols.probe, "LogRegProbe", short_reference)
     args = [*prepared.args, "--random-init", "--datasets", "cog_l2", "--seeds", "22"]
     assert main([*args, "--protocol", "reference", "--no-knn"]) == 0
     runs = prepared.out / "runs" / "tiny-cnn+random-init"
@@ -742,7 +746,7 @@ def test_undecodable_images_are_reported(prepared, capsys):
 
 def test_select_models_names_aliases_patterns_groups_and_files(tmp_path):
     from cog import zoo
-    from cog.batch import select_models
+    from cog.bench.batch import select_models
 
     dino = select_models(["dino_*"])
     assert dino == ["dino_resnet50", "dino_vitb16", "dino_vits16"]
@@ -760,7 +764,7 @@ def test_select_models_names_aliases_patterns_groups_and_files(tmp_path):
 
 
 def test_run_list_shards_cover_it_once():
-    from cog.batch import Unit, parse_shard, run_list, shard, shard_from_env
+    from cog.bench.batch import Unit, parse_shard, run_list, shard, shard_from_env
 
     cfg = EvalConfig(model="", datasets=("in1k", "cog_l1"), few_shot=True, shots=(2, 1))
     units = run_list(["a", "b"], cfg)
@@ -791,12 +795,12 @@ def two_models(prepared, monkeypatch):
     """tiny-cnn, tiny-bad (NaN features: fails in validation) and tiny-two in the stand-in zoo."""
     import dataclasses
 
-    import cog.extract
+    import cog.features.ensure
     import cog.zoo
-    from cog.synthetic import TinyCard
+    from cog.features.synthetic import TinyCard
 
     names = ["tiny-bad", "tiny-cnn", "tiny-two"]
-    real_ensure = cog.extract.ensure_features
+    real_ensure = cog.features.ensure.ensure_features
 
     def get_card(name):
         if name not in names:
@@ -822,7 +826,7 @@ def two_models(prepared, monkeypatch):
 
     monkeypatch.setattr(cog.zoo, "get_card", get_card)
     monkeypatch.setattr(cog.zoo, "list_models", lambda group=None: list(names))
-    monkeypatch.setattr(cog.extract, "ensure_features", ensure_features)
+    monkeypatch.setattr(cog.features.ensure, "ensure_features", ensure_features)
     return prepared
 
 

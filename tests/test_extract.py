@@ -4,6 +4,7 @@ composite cards and the CLI."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -21,23 +22,27 @@ import torch
 from PIL import Image
 
 import cog
+import cog.features.pipeline as ex_pipeline
+import cog.features.settings as ex_settings
 from cog import CogError
-from cog import extract as ex
 from cog import zoo as real_zoo
-from cog.data import dataset_images, image_folder
-from cog.extract import cache_path, ensure_features, extract, project_features
-from cog.features import open_features
+from cog.features import extract as ex
+from cog.features.cache import open_features
+from cog.features.ensure import ensure_features, project_features
+from cog.features.extract import extract
+from cog.features.images import dataset_images, image_folder
+from cog.features.settings import cache_path
+from cog.features.synthetic import TinyCard, add_broken_files, make_imagenet1k, tiny_backbone
 from cog.io import sha256_file
-from cog.synthetic import TinyCard, add_broken_files, make_imagenet1k, tiny_backbone
 
 WNIDS = ["n01440764", "n01443537", "n01484850"]
 SMALL = dict(workers=0, batch_size=2, segment=4, device="cpu", progress=False)
 SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from cog.data import dataset_images
-    from cog.extract import extract
-    from cog.synthetic import tiny_backbone
+    from cog.features.images import dataset_images
+    from cog.features.extract import extract
+    from cog.features.synthetic import tiny_backbone
 
     root, out, slow = sys.argv[1], sys.argv[2], float(sys.argv[3])
     bb = tiny_backbone()
@@ -92,7 +97,7 @@ def test_layout_labels_and_failure_records(images, tmp_path):
     assert not (tmp_path / "f.h5.parts").exists()
     with h5py.File(out, "r") as h5:
         assert h5["features"].dtype == np.float16 and h5["labels"].dtype == np.int64
-        for k in (*ex.STRICT, "cog_version", "complete"):
+        for k in (*ex_settings.STRICT, "cog_version", "complete"):
             assert k in h5.attrs, k
     with open_features(out) as fs:
         assert fs.attrs["complete"] and fs.attrs["mode"] == "fast"
@@ -151,7 +156,7 @@ def test_uint8_resize_crop_equals_torchvision_in_both_orientations(resize, crop)
     ref = T.Compose(
         [T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(crop)]
     )
-    ours = ex._ResizeCrop(resize, crop, "bicubic")
+    ours = ex_pipeline._ResizeCrop(resize, crop, "bicubic")
     for w, h in [(230, 271), (271, 230), (333, 500), (500, 333), (900, 1201), (150, 120)]:
         img = Image.fromarray(g.integers(0, 256, (h, w, 3), dtype=np.uint8))
         assert torch.equal(ours(img), pil_to_tensor(ref(img))), (w, h)
@@ -175,9 +180,9 @@ def _mixed_tree(root: Path):
 def test_fidelity_guard_checks_every_kind_of_image(tmp_path):
     images = _mixed_tree(tmp_path / "mixed")
     bb = tiny_backbone()
-    sample = ex.guard_sample(images, resize=40)
+    sample = ex_pipeline.guard_sample(images, resize=40)
     assert len(sample) == 4  # each (format, orientation, size class) once
-    pipeline = ex._Pipeline(bb, exact=False)
+    pipeline = ex_pipeline._Pipeline(bb, exact=False)
     ok, report = pipeline.agrees_with_transform(images)
     assert ok and "4 sampled images" in report and "portrait" in report and ".png" in report
     plain = bb.transform
@@ -342,10 +347,12 @@ def fake_zoo(monkeypatch, tmp_path):
         file_sha256=sha256_file,
         projection_file=real_zoo.projection_file,
     )
-    tldr = types.SimpleNamespace(load_projection=load_projection)
-    for name, mod in (("zoo", zoo), ("tldr", tldr)):
-        monkeypatch.setitem(sys.modules, f"cog.{name}", mod)
-        monkeypatch.setattr(cog, name, mod, raising=False)
+    files = types.SimpleNamespace(load_projection=load_projection)
+    importlib.import_module("cog.compress.files")  # the real one first: its package is loaded
+    for name, mod in (("cog.zoo", zoo), ("cog.compress.files", files)):
+        monkeypatch.setitem(sys.modules, name, mod)
+        parent, _, leaf = name.rpartition(".")
+        monkeypatch.setattr(sys.modules[parent], leaf, mod, raising=False)
     return zoo
 
 

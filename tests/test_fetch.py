@@ -14,7 +14,7 @@ import torch
 
 from cog import CogError, zoo
 from cog.cli.models import main
-from cog.fetch import lock_path, read_lock
+from cog.zoo.lock import lock_path, read_lock
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB "checkpoint"
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

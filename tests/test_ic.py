@@ -5,7 +5,7 @@ import pytest
 from nltk.corpus.reader.wordnet import WordNetICCorpusReader, information_content
 
 from cog import CogError
-from cog.ic import (
+from cog.concepts.ic import (
     count_imagenet_root,
     counts_ic,
     intrinsic_ic,
@@ -13,8 +13,8 @@ from cog.ic import (
     read_ic_dat,
     read_image_counts,
 )
+from cog.concepts.levels import DEFAULT_POOL
 from cog.io import read_wnid_list
-from cog.levels import DEFAULT_POOL
 
 TOY_POOL = ["cat.n.01", "puppy.n.01", "oak.n.01"]
 

@@ -7,10 +7,6 @@ import modules of its own layer (without forming a cycle) and of lower layers, n
 higher one. Modules that only re-export a moved module for one release declare
 `__deprecated_alias__ = "new.module"`; they sit outside the layers and no cog module may
 import them.
-
-Until the subpackages land (issue 15's move), the flat modules have no layer: the tests that
-need the final layout are expected to fail, with the reason, and the layer checks cover the
-modules that already have one.
 """
 
 from __future__ import annotations
@@ -33,6 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "cog.resources",
             "cog.estimator",
             "cog.options",
+            "cog.device",
             "cog.safe_pickle",
             "cog.listing",
         ),
@@ -239,7 +236,6 @@ def test_no_cog_module_imports_a_deprecated_alias():
     assert not bad, f"import the new module instead: {_describe(bad)}"
 
 
-@pytest.mark.xfail(not MOVED, reason=f"cycle through eight flat modules in {FLAT}", strict=False)
 def test_no_import_cycles():
     found = cycles([e for e in imports() if e.source not in ALIASES])
     edges = imports()
@@ -249,13 +245,11 @@ def test_no_import_cycles():
     assert not found, f"import cycles: {found}: {detail}"
 
 
-@pytest.mark.xfail(not MOVED, reason=f"flat modules have no layer in {FLAT}", strict=False)
 def test_every_module_has_a_layer():
     unplaced = sorted(m for m in modules() if layer_of(m) is None and m not in ALIASES)
     assert not unplaced, f"modules outside every layer (add them to LAYERS): {unplaced}"
 
 
-@pytest.mark.xfail(not MOVED, reason=f"zoo, tldr, report, extract, ... in {FLAT}", strict=False)
 def test_no_module_above_the_size_limit():
     big = {
         m: n

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from cog import CogError
-from cog.leaderboard import (
+from cog.bench.leaderboard import (
     COLUMNS,
     KEY,
     leaderboard_model_name,
@@ -161,9 +161,9 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 
 def test_cog_report_reads_what_we_write(tmp_path):
-    report = pytest.importorskip("cog.report")
+    report = pytest.importorskip("cog.bench.report")
     if not hasattr(report, "read_leaderboard"):
-        pytest.skip("cog.report has no read_leaderboard yet")
+        pytest.skip("cog.bench.report has no read_leaderboard yet")
     path = tmp_path / "leaderboard.csv"
     rand = leaderboard_model_name("resnet50", random_init=True)
     update_leaderboard(
@@ -186,7 +186,7 @@ def test_cog_report_reads_what_we_write(tmp_path):
 def test_rows_carry_their_identity_and_schema_1_files_are_upgraded(tmp_path, capsys):
     import json
 
-    from cog.leaderboard import IDENTITY_COLUMNS, SCHEMA, V1_COLUMNS, identity_from_run
+    from cog.bench.leaderboard import IDENTITY_COLUMNS, SCHEMA, V1_COLUMNS, identity_from_run
 
     rec = {
         "dataset": "cog_l1",

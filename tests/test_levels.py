@@ -10,8 +10,7 @@ import pytest
 
 from cog import CogError
 from cog.cli.build_levels import main
-from cog.io import read_wnid_list
-from cog.levels import (
+from cog.concepts.levels import (
     DEFAULT_OUT,
     DEFAULT_POOL,
     DEFAULT_SEEN,
@@ -22,9 +21,10 @@ from cog.levels import (
     compare_levels,
     compare_with_official,
     read_levels,
-    write_levels,
 )
-from cog.lin import LinEngine
+from cog.concepts.levels_report import write_levels
+from cog.concepts.lin import LinEngine
+from cog.io import read_wnid_list
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -3,16 +3,16 @@
 import numpy as np
 import pytest
 
-from cog.ic import (
+from cog.concepts.ic import (
     counts_ic,
     intrinsic_ic,
     intrinsic_wordnet_ic,
     read_ic_dat,
     read_image_counts,
 )
+from cog.concepts.levels import DEFAULT_POOL, DEFAULT_SEEN
+from cog.concepts.lin import LinEngine
 from cog.io import read_wnid_list
-from cog.levels import DEFAULT_POOL, DEFAULT_SEEN
-from cog.lin import LinEngine
 
 
 @pytest.fixture(scope="module")

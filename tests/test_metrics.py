@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cog import CogError
-from cog.metrics import alignment, knn_accuracy, knn_scores, uniformity
+from cog.protocols.metrics import alignment, knn_accuracy, knn_scores, uniformity
 
 
 def unit(x):

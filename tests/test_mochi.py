@@ -13,16 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from cog import CogError
-from cog.mochi import Mix, MochiParams, MoCo, encode, hard_negative_mix, infonce_logits
-from cog.train import (
-    TrainConfig,
-    TrainingInterrupted,
-    find_images,
-    load_checkpoint,
-    mochi_card,
-    read_log,
-    train,
-)
+from cog.ssl.config import TrainConfig, TrainingInterrupted
+from cog.ssl.data import find_images
+from cog.ssl.mochi import Mix, MochiParams, MoCo, encode, hard_negative_mix, infonce_logits
+from cog.ssl.runtime import load_checkpoint, read_log
+from cog.ssl.train import mochi_card, train
 
 ARCH = "test_resnet"  # timm's 0.4M-parameter ResNet: fast on CPU at 32 px
 WNIDS = ["n01440764", "n01443537", "n01484850", "n01491361"]
@@ -44,7 +39,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory) -> Path:
-    from cog.synthetic import make_imagenet1k
+    from cog.features.synthetic import make_imagenet1k
 
     return make_imagenet1k(tmp_path_factory.mktemp("in1k"), WNIDS, n_train=12, n_val=2)
 
@@ -182,7 +177,7 @@ def test_queue_wraps_around(tiny_moco):
 
 
 def test_forward_enqueues_real_keys_only(tiny_moco, monkeypatch):
-    import cog.mochi as mochi_mod
+    import cog.ssl.mochi as mochi_mod
 
     m = tiny_moco.train()
     seen: list[Mix] = []
@@ -214,7 +209,7 @@ def test_forward_enqueues_real_keys_only(tiny_moco, monkeypatch):
 def test_checkpoint_keys_match_the_architecture(tiny_moco):
     import timm
 
-    from cog.convert import convert
+    from cog.zoo.convert import convert
 
     ckpt = {"state_dict": {f"module.{k}": v for k, v in tiny_moco.state_dict().items()}}
     sd = convert("moco", ckpt)
@@ -349,7 +344,7 @@ def test_bad_data_is_named(tmp_path):
     (flat / "x.jpg").write_bytes(b"not a jpeg")
     imgs = find_images(flat)
     assert imgs.paths == ["x.jpg"] and imgs.labels.tolist() == [-1]
-    from cog.train import load_rgb
+    from cog.ssl.data import load_rgb
 
     with pytest.raises(CogError, match=r"x\.jpg: cannot decode"):
         load_rgb(flat / "x.jpg")
@@ -390,7 +385,7 @@ def test_checkpoint_to_card_to_zoo_features(trained, tmp_path, monkeypatch):
     assert card["training"]["mochi"] == "8,8,4" and card["feature_dim"] == 96
     path = zoo.register_card(card)
     assert path.is_file() and path.parent == tmp_path / "home" / "models"
-    from cog.train import resolve_arch
+    from cog.ssl.train import resolve_arch
 
     assert resolve_arch(cfg.name) == f"timm:{ARCH}"  # --arch NAME: that model's architecture
     backbone = zoo.load(cfg.name)
@@ -412,7 +407,7 @@ def test_torchvision_checkpoint_to_card_to_zoo_features(data_root, tmp_path, mon
     """A torchvision encoder's card drops its classifier (the converter drops `fc.*`)."""
     zoo = _zoo()
     monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
-    from cog.train import _checkpoint
+    from cog.ssl.train import _checkpoint
 
     cfg = config(data_root, tmp_path / "tv", name="tv-mochi", arch="torchvision:resnet18")
     torch.manual_seed(0)

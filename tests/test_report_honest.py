@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import cog.bench.figures as rp_figures
+import cog.bench.tables as rp_tables
 from cog import CogError
-from cog import report as rp
 from cog.cli.report import main
 
 LEVELS = ("cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5")
@@ -151,11 +152,11 @@ def _bar_extent(fig: plt.Figure) -> tuple[float, float]:
 def test_error_bars_stay_in_range_and_chance_is_drawn(tmp_path):
     lv = levels_dir(tmp_path / "lv", 1)
     lb_path = write_results(tmp_path / "res", {"m": ("a", lv)}, mean=90.0, std=25.0)
-    lb = rp.read_leaderboard(lb_path)
-    facts = rp.run_facts(lb)
-    chance = rp.chance_levels(lb, facts, "top1")
+    lb = rp_tables.read_leaderboard(lb_path)
+    facts = rp_tables.run_facts(lb)
+    chance = rp_tables.chance_levels(lb, facts, "top1")
     assert chance == pytest.approx({d: 100 / 3 for d in ("in1k", *LEVELS)})
-    p = rp.plot_absolute(rp.select(lb), ["m"], chance=chance)
+    p = rp_figures.plot_absolute(rp_tables.select(lb), ["m"], chance=chance)
     lo, hi = _bar_extent(p.figure)
     assert hi <= 100.0 and lo >= 65.0 - 1e-9  # 90 - 25 below, clipped at 100 above
     labels = p.figure.axes[0].get_legend_handles_labels()[1]

@@ -10,7 +10,7 @@ import pytest
 
 from cog import CogError
 from cog.cli.build_splits import main
-from cog.splits import (
+from cog.concepts.splits import (
     MAX_TRAIN,
     MIN_TRAIN,
     N_TEST,
@@ -21,7 +21,7 @@ from cog.splits import (
     read_split_file,
     write_splits,
 )
-from cog.synthetic import make_imagenet21k
+from cog.features.synthetic import make_imagenet21k
 
 WNIDS = ["n00004475", "n00006484", "n00007846", "n00015388"]
 SMALL = dict(n_test=3, min_train=4, max_train=6, progress=False)

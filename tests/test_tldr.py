@@ -11,18 +11,11 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from cog import CogError
-from cog.tldr import (
-    PCAW,
-    TLDR,
-    Projection,
-    _lr_at,
-    barlow_twins_loss,
-    build_encoder,
-    knn_graph,
-    load_estimator,
-    load_projection,
-    parse_projector,
-)
+from cog.compress.files import load_estimator, load_projection
+from cog.compress.knn_graph import knn_graph
+from cog.compress.nets import Projection, _lr_at, barlow_twins_loss, build_encoder, parse_projector
+from cog.compress.pcaw import PCAW
+from cog.compress.tldr import TLDR
 
 
 @pytest.fixture(autouse=True)
@@ -89,9 +82,9 @@ def test_knn_graph_faiss_when_installed():
 
 
 def test_knn_graph_faiss_missing_says_how_to_install(monkeypatch):
-    import cog.tldr
+    import cog.compress.tldr
 
-    monkeypatch.setattr(cog.tldr, "_faiss", lambda: None)
+    monkeypatch.setattr(cog.compress.knn_graph, "_faiss", lambda: None)
     with pytest.raises(CogError, match="pip install faiss-cpu"):
         knn_graph(blobs(50, 4), 3, method="faiss")
     assert knn_graph(blobs(50, 4), 3, method="auto", device="cpu").shape == (50, 3)
@@ -191,12 +184,14 @@ def test_tldr_keeps_neighbourhoods_at_least_as_well_as_pca_whitening():
 
 
 def test_knn_cache_is_shared_by_fits_at_other_dimensions(tmp_path, monkeypatch):
-    import cog.tldr
+    import cog.compress.tldr
 
     X = blobs()
     calls = []
-    real = cog.tldr.knn_graph
-    monkeypatch.setattr(cog.tldr, "knn_graph", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cog.compress.knn_graph.knn_graph
+    monkeypatch.setattr(
+        cog.compress.tldr, "knn_graph", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
     a = TLDR(n_components=4, **SMALL).fit(X, knn_cache=tmp_path)
     b = TLDR(n_components=6, **SMALL).fit(X, knn_cache=tmp_path)
     assert len(calls) == 1 and np.array_equal(a.neighbors_, b.neighbors_)
@@ -382,8 +377,8 @@ FAST = ["--epochs", "2", "--batch-size", "16", "--projector", "32,32", "--n-neig
 def trees(tmp_path_factory, shipped_wnids):
     import pickle
 
-    synthetic = pytest.importorskip("cog.synthetic")
-    splits_mod = pytest.importorskip("cog.splits")
+    synthetic = pytest.importorskip("cog.features.synthetic")
+    splits_mod = pytest.importorskip("cog.concepts.splits")
     tmp = tmp_path_factory.mktemp("tldr_trees")
     seen = shipped_wnids[0][:4]
     pool = [w for w in shipped_wnids[1] if w not in seen]
@@ -402,7 +397,7 @@ def trees(tmp_path_factory, shipped_wnids):
 @pytest.fixture
 def home(trees, tmp_path, monkeypatch):
     zoo = pytest.importorskip("cog.zoo")
-    pytest.importorskip("cog.extract")
+    pytest.importorskip("cog.features.extract")
     monkeypatch.setenv("COG_HOME", str(tmp_path / "home"))
     zoo.register_card(BASE_CARD)
     _, in1k, in21k, levels, splits = trees
@@ -435,7 +430,7 @@ def test_cog_tldr_fit_registers_a_composite_that_cog_eval_scores(home, capsys):
     from cog import zoo
     from cog.cli.eval import main as eval_main
     from cog.cli.tldr import main
-    from cog.features import open_features
+    from cog.features.cache import open_features
 
     tmp, common = home
     assert main(["fit", BASE, "--dim", "16", *FAST, *common]) == 0

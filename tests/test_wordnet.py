@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from cog import CogError
-from cog.wordnet import LEXNAMES, NounHierarchy, load_wordnet
+from cog.concepts.wordnet import LEXNAMES, NounHierarchy, load_wordnet
 
 
 def test_wordnet_is_30_with_all_noun_synsets(reader, hierarchy):

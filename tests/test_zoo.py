@@ -24,7 +24,7 @@ import yaml
 from PIL import Image
 
 from cog import CogError, zoo
-from cog.convert import convert
+from cog.zoo.convert import convert
 
 LARGE = os.environ.get("COG_TEST_LARGE", "1") != "0"
 LARGE_ARCHS = {  # > 50M parameters or inputs of 299 px and more
@@ -68,7 +68,7 @@ def isolated(tmp_path, monkeypatch):
 
 def has_archs() -> bool:
     try:
-        import cog.archs  # noqa: F401
+        import cog.zoo.archs  # noqa: F401
     except ImportError:
         return False
     return True
@@ -76,7 +76,7 @@ def has_archs() -> bool:
 
 def need_arch(card: zoo.ModelCard) -> None:
     if card.arch.source == "cog" and not has_archs():
-        pytest.skip(f"{card.name}: cog.archs ({card.arch.name}) is not importable yet")
+        pytest.skip(f"{card.name}: cog.zoo.archs ({card.arch.name}) is not importable yet")
 
 
 _NETS: dict[tuple, torch.nn.Module] = {}
@@ -250,8 +250,8 @@ def test_architecture_builds_and_gives_documented_features(name):
 
 def test_cog_arch_cards_agree_with_cog_archs():
     if not has_archs():
-        pytest.skip("cog.archs is not importable yet")
-    import cog.archs as archs
+        pytest.skip("cog.zoo.archs is not importable yet")
+    import cog.zoo.archs as archs
 
     for name in ALL:
         card = zoo.get_card(name)
@@ -699,7 +699,7 @@ def test_composite_card_stacks_a_projection(isolated, monkeypatch):
         return m
 
     monkeypatch.setitem(
-        sys.modules, "cog.tldr", types.SimpleNamespace(load_projection=load_projection)
+        sys.modules, "cog.compress.files", types.SimpleNamespace(load_projection=load_projection)
     )
     zoo.register_card(tiny_card())
     digest = hashlib.sha256((isolated / "proj.pt").read_bytes()).hexdigest()

@@ -12,8 +12,8 @@ from pathlib import Path
 from cog.cli import IN21K_HELP, CogParser, add_out, add_quiet, check_out_dir, friendly_errors
 from cog.io import SHIPPED_DIR, USER_LEVELS_DIR
 
-# Mirrors of cog.levels constants (tests/test_cli.py checks they agree): cog.levels imports
-# pandas and WordNet code, too slow for --help.
+# Mirrors of cog.concepts.levels constants (tests/test_cli.py checks they agree):
+# cog.concepts.levels imports pandas and WordNet code, too slow for --help.
 DEFAULT_SEEN = SHIPPED_DIR / "imagenet1k_wnids.txt"
 DEFAULT_POOL = SHIPPED_DIR / "imagenet21k_fall11_wnids.txt"
 FILTERS = ("seen", "ancestors", "excluded", "min_images", "leaf")
@@ -123,7 +123,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     check_out_dir(args.out)
-    from cog.levels import LevelsConfig, build_levels, level_summary, write_levels
+    from cog.concepts.levels import LevelsConfig, build_levels
+    from cog.concepts.levels_report import level_summary, write_levels
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     cfg = LevelsConfig(

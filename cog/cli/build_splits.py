@@ -13,7 +13,7 @@ from pathlib import Path
 from cog.cli import CogParser, add_out, add_quiet, add_roots, check_out_dir, friendly_errors
 from cog.io import USER_SPLITS_DIR
 
-# Mirrors of cog.splits constants (tests/test_cli.py checks they agree).
+# Mirrors of cog.concepts.splits constants (tests/test_cli.py checks they agree).
 N_TEST, MAX_TRAIN, MIN_TRAIN = 50, 1300, 732
 
 EPILOG = """examples:
@@ -49,8 +49,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     check_out_dir(a.out)
+    from cog.concepts.splits import SPLIT_JSON, build_splits, short_list, write_splits
     from cog.io import default_levels
-    from cog.splits import SPLIT_JSON, build_splits, short_list, write_splits
 
     res = build_splits(
         a.imagenet_root,

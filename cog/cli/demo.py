@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.random_init and args.model is None:
         raise CogError("--random-init needs --model NAME (the demo picks its model otherwise)")
     out = check_out_dir(args.out)
-    from cog.demo import next_steps, run_demo
+    from cog.bench.demo import next_steps, run_demo
 
     t0 = time.perf_counter()
     res = run_demo(

@@ -164,8 +164,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The EvalConfig the options describe (imports cog.evaluate, after parsing)."""
-    from cog.evaluate import EvalConfig
+    """The EvalConfig the options describe (imports cog.bench.evaluate, after parsing)."""
+    from cog.bench.config import EvalConfig
 
     if args.shots != DEFAULT_SHOTS and not args.few_shot:
         raise CogError("--shots needs --few-shot (the few-shot setting is off by default)")
@@ -199,7 +199,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _is_batch(args: argparse.Namespace) -> bool:
-    from cog.batch import shard_from_env
+    from cog.bench.batch import shard_from_env
 
     return (
         len(args.model) != 1
@@ -242,7 +242,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def run_batch(args: argparse.Namespace, cfg) -> int:
     """Several models (or a shard, or cluster jobs): go on past failures, summarise."""
-    from cog.batch import (
+    from cog.bench.batch import (
         outcome_table,
         parse_shard,
         run_list,
@@ -252,8 +252,8 @@ def run_batch(args: argparse.Namespace, cfg) -> int:
         shard_from_env,
         write_summary,
     )
-    from cog.leaderboard import read_leaderboard
-    from cog.submit import JobOptions, submit
+    from cog.bench.leaderboard import read_leaderboard
+    from cog.bench.submit import JobOptions, submit
 
     cfg.validate()
     names = select_models(args.model, group=args.group, file=args.models_file)
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     check_cache_dir(args.cache_dir)
     if _is_batch(args):
         return run_batch(args, cfg)
-    from cog.evaluate import evaluate
+    from cog.bench.evaluate import evaluate
 
     evaluate(cfg)
     if args.report:

@@ -21,8 +21,8 @@ from cog.cli import (
     friendly_errors,
 )
 
-# Mirrors of cog.data / cog.extract constants (tests/test_cli.py checks they agree), so that
-# --help answers without importing torch.
+# Mirrors of cog.features.images / cog.features.settings constants (tests/test_cli.py
+# checks they agree), so that --help answers without importing torch.
 DATASETS = ("in1k", "cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5")
 SPLITS = ("train", "test")
 DTYPES = ("float16", "float32")
@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CogError("--out is the .h5 file of --images DIR; benchmark caches go to --cache-dir")
     else:
         check_cache_dir(a.cache_dir)
-    from cog.data import image_folder
-    from cog.extract import ensure_features, extract
+    from cog.features.ensure import ensure_features
+    from cog.features.extract import extract
+    from cog.features.images import image_folder
 
     common = dict(
         exact=a.exact,
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _verify(paths: list[Path]) -> int:
     """Check each cache; one line per file, exit status 2 if any fails."""
-    from cog.integrity import verify_file
+    from cog.features.integrity import verify_file
 
     bad = 0
     for p in paths:

@@ -151,13 +151,16 @@ def _cached_state(zoo, card) -> str:
 def cmd_show(name: str) -> int:
     import yaml
 
-    from cog import convert, zoo
+    from cog import zoo
+    from cog.zoo import convert
 
     card = zoo.get_card(name)
     print(f"# {card.source_file}")
     print(yaml.safe_dump(card.to_dict(), sort_keys=False, width=100, allow_unicode=True), end="")
     if card.base is None:
-        own = "(the card's own converter)" if convert.is_custom(card.converter) else "(cog.archs)"
+        own = (
+            "(the card's own converter)" if convert.is_custom(card.converter) else "(cog.zoo.archs)"
+        )
         print(f"# converter {card.converter!r}: {convert.DOCS.get(card.converter, own)}")
         for w in card.weights:
             hit = zoo._cached(w)
@@ -170,8 +173,8 @@ def record_fingerprint(card, backbone, tolerance: float | None) -> Path:
     """Write `backbone`'s fingerprint into its card's YAML file (other fields untouched)."""
     import yaml
 
-    from cog import fingerprint
     from cog.io import atomic_write
+    from cog.zoo import fingerprint
 
     if card.base is not None:
         raise CogError(f"{card.name}: a composite card has no fingerprint; record its base")
@@ -201,7 +204,8 @@ def cmd_check(
     import torch
     from PIL import Image
 
-    from cog import fingerprint, zoo
+    from cog import zoo
+    from cog.zoo import fingerprint
 
     if record and random_init:
         raise CogError("--record needs real weights, not --random-init")
@@ -248,8 +252,8 @@ def cmd_check(
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from cog import CogError
-    from cog.batch import select_models
-    from cog.fetch import fetch
+    from cog.bench.batch import select_models
+    from cog.zoo.fetch import fetch
 
     if not (args.names or args.group or args.all):
         raise CogError("cog-models fetch: name models, or pass --group G or --all")

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     check_out_dir(args.out)
     if not args.no_page:
         check_out_file(args.page, "--page")
-    from cog.report import make_report
+    from cog.bench.report import make_report
 
     result = make_report(
         args.leaderboard,

@@ -28,7 +28,8 @@ from cog.cli import (
     name_list,
 )
 
-# Mirrors of cog.tldr constants (tests/test_cli.py checks they agree): cog.tldr imports torch.
+# Mirrors of cog.compress and cog.bench.study constants (tests/test_cli.py checks they
+# agree): those modules import torch.
 DEFAULT_STUDY_DIMS = (16, 32, 64, 128, 256)
 ENCODERS = ("linear", "factorized", "mlp")
 METHODS = ("tldr", "pcaw")
@@ -151,12 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "study":
         check_out_dir(args.out)
     check_cache_dir(args.cache_dir)
-    from cog import tldr
+    from cog.bench.compress import compress_model
+    from cog.bench.study import study
 
     if args.random_init:
         print("WARNING: RANDOM-INIT backbone weights (--random-init): smoke tests only")
     if args.command == "fit":
-        res = tldr.compress_model(
+        res = compress_model(
             args.model,
             args.dim,
             method=args.method,
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             f"cog-eval {res['name']}{rand}"
         )
         return 0
-    table = tldr.study(
+    table = study(
         args.model,
         args.dims,
         methods=args.methods,

@@ -26,7 +26,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = SimpleNamespace(**dataclass_defaults("cog.train", "TrainConfig"))
+    d = SimpleNamespace(**dataclass_defaults("cog.ssl.config", "TrainConfig"))
     p = CogParser(
         prog="cog-train-mochi",
         description="Train MoCo-v2 with MoCHi(N, s, s') hard negative mixing on an image\n"
@@ -110,8 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The TrainConfig the options describe (imports cog.train, after parsing)."""
-    from cog.train import TrainConfig
+    """The TrainConfig the options describe (imports cog.ssl.train, after parsing)."""
+    from cog.ssl.config import TrainConfig
 
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     register = not args.no_register
     if register:
         _check_name_free(cfg, args.overwrite)
-    from cog.train import mochi_card, train
+    from cog.ssl.train import mochi_card, train
 
     final = train(cfg, resume=args.resume, progress=not args.quiet)
     import torch.distributed as dist

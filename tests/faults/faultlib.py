@@ -70,7 +70,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def leaderboard_row(model: str, dataset: str, mean: float) -> dict:
-    from cog.leaderboard import make_row
+    from cog.bench.leaderboard import make_row
 
     return make_row(
         model=model,
@@ -88,7 +88,7 @@ def leaderboard_row(model: str, dataset: str, mean: float) -> dict:
 
 def write_rows(path: str, w: int, n: int) -> None:
     """Writer `w`: n updates of its model's row on cog_l1..cog_l5 (last mean: 5..9)."""
-    from cog.leaderboard import update_leaderboard
+    from cog.bench.leaderboard import update_leaderboard
 
     for i in range(n):
         update_leaderboard(path, [leaderboard_row(f"m{w}", f"cog_l{i % 5 + 1}", float(i))])
@@ -98,7 +98,7 @@ def hold_lock(path: str, ready) -> None:
     """Take the leaderboard lock and hold it until killed."""
     import time
 
-    from cog.leaderboard import locked
+    from cog.bench.leaderboard import locked
 
     with locked(path):
         ready.set()

@@ -11,11 +11,11 @@ import pytest
 
 from cog import CogError
 from cog.cli.extract import main as extract_main
-from cog.data import image_folder
-from cog.extract import extract
-from cog.features import open_features
-from cog.integrity import ATTR
-from cog.synthetic import make_imagenet21k, tiny_backbone
+from cog.features.cache import open_features
+from cog.features.extract import extract
+from cog.features.images import image_folder
+from cog.features.integrity import ATTR
+from cog.features.synthetic import make_imagenet21k, tiny_backbone
 
 SMALL = dict(workers=0, batch_size=2, segment=4, device="cpu", progress=False)
 

@@ -12,10 +12,10 @@ import pytest
 from faultlib import hold_lock, write_rows
 
 from cog import CogError
-from cog.data import image_folder
-from cog.extract import extract
-from cog.leaderboard import read_leaderboard
-from cog.synthetic import make_imagenet21k, tiny_backbone
+from cog.bench.leaderboard import read_leaderboard
+from cog.features.extract import extract
+from cog.features.images import image_folder
+from cog.features.synthetic import make_imagenet21k, tiny_backbone
 
 SMALL = dict(workers=0, batch_size=2, segment=4, device="cpu", progress=False)
 

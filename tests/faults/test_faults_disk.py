@@ -13,14 +13,15 @@ import pandas as pd
 import pytest
 from faultlib import file_size_limit, leaderboard_row, snapshot
 
+from cog.bench.leaderboard import read_leaderboard, update_leaderboard
 from cog.cli import friendly_errors, system_error_line
-from cog.data import image_folder
-from cog.extract import extract
-from cog.features import open_features
-from cog.leaderboard import read_leaderboard, update_leaderboard
-from cog.levels import LevelsConfig, write_levels
-from cog.splits import build_splits, write_splits
-from cog.synthetic import make_imagenet21k, tiny_backbone
+from cog.concepts.levels import LevelsConfig
+from cog.concepts.levels_report import write_levels
+from cog.concepts.splits import build_splits, write_splits
+from cog.features.cache import open_features
+from cog.features.extract import extract
+from cog.features.images import image_folder
+from cog.features.synthetic import make_imagenet21k, tiny_backbone
 
 SMALL = dict(workers=0, batch_size=2, segment=4, device="cpu", progress=False)
 

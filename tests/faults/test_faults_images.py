@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cog.data import ImageTooLarge, decode_image, image_folder
-from cog.extract import extract
-from cog.features import open_features
-from cog.splits import build_splits
-from cog.synthetic import make_imagenet21k, tiny_backbone
+from cog.concepts.splits import build_splits
+from cog.features.cache import open_features
+from cog.features.extract import extract
+from cog.features.images import ImageTooLarge, decode_image, image_folder
+from cog.features.synthetic import make_imagenet21k, tiny_backbone
 
 SMALL = dict(workers=0, batch_size=2, segment=4, device="cpu", progress=False)
 BAD_NAME = os.fsdecode(b"caf\xe9.JPEG")  # Latin-1 bytes: not UTF-8

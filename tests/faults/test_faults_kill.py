@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 from faultlib import PY, env
 
-from cog.data import image_folder
-from cog.extract import extract
-from cog.features import open_features
-from cog.synthetic import add_broken_files, make_imagenet21k, tiny_backbone
+from cog.features.cache import open_features
+from cog.features.extract import extract
+from cog.features.images import image_folder
+from cog.features.synthetic import add_broken_files, make_imagenet21k, tiny_backbone
 
 SMALL = dict(workers=0, batch_size=2, segment=4, device="cpu", progress=False)
 # the k-th file sealed is the k-th segment (5 segments of 17 images), the 6th the merge
 CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    import cog.extract as ex
-    from cog.data import image_folder
-    from cog.synthetic import tiny_backbone
+    import cog.features.extract as ex
+    from cog.features.images import image_folder
+    from cog.features.synthetic import tiny_backbone
 
     root, out, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
     calls, real = [0], ex.seal

@@ -13,10 +13,10 @@ import torch
 from faultlib import Payload, malicious_levels, malicious_splits
 
 from cog import CogError, zoo
-from cog.levels import read_levels
+from cog.concepts.levels import read_levels
+from cog.concepts.splits import read_split_file
+from cog.features.synthetic import make_imagenet21k
 from cog.safe_pickle import safe_load
-from cog.splits import read_split_file
-from cog.synthetic import make_imagenet21k
 
 
 @pytest.fixture
@@ -275,10 +275,10 @@ def test_card_file_names_stay_in_their_folder(field, value):
 
 
 def test_how_the_weights_were_read_is_in_the_cache(tmp_path):
-    from cog.data import image_folder
-    from cog.extract import extract
-    from cog.features import open_features
-    from cog.synthetic import make_imagenet21k, tiny_backbone
+    from cog.features.cache import open_features
+    from cog.features.extract import extract
+    from cog.features.images import image_folder
+    from cog.features.synthetic import make_imagenet21k, tiny_backbone
 
     root = make_imagenet21k(tmp_path / "t", ["n00000001"], 2)
     bb = tiny_backbone()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import resnet50
 
-from cog.archs._common import StateDict, convert_state_dict, headless_resnet
+from cog.zoo.archs._common import StateDict, convert_state_dict, headless_resnet
 
 WEIGHTS_URL = "https://storage.googleapis.com/deepmind-byol/checkpoints/pretrain_res50x1.pkl"
 DROPPED = ("fc.*",)

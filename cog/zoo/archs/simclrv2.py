@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 from torchvision.models import resnet50
 
-from cog.archs._common import StateDict, convert_state_dict, headless_resnet
+from cog.zoo.archs._common import StateDict, convert_state_dict, headless_resnet
 
 DROPPED = ("fc.*",)
 

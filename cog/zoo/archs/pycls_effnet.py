@@ -19,7 +19,7 @@ import timm
 import torch
 from torch import nn
 
-from cog.archs._common import StateDict, convert_state_dict
+from cog.zoo.archs._common import StateDict, convert_state_dict
 
 WEIGHTS_URLS = {
     "b1": "https://dl.fbaipublicfiles.com/pycls/dds_baselines/161304979/EN-B1_dds_8gpu.pyth",

@@ -1,4 +1,4 @@
-"""Strict checkpoint conversion shared by every architecture in `cog.archs`.
+"""Strict checkpoint conversion shared by every architecture in `cog.zoo.archs`.
 
 A converter must never let a mis-keyed checkpoint leave random weights in place, so every
 conversion ends with a full comparison against the architecture's own state dict (built once
@@ -127,7 +127,7 @@ def convert_state_dict(
             parts.append(f"{len(wrong)} with the wrong shape: {_listing(wrong)}")
         raise CogError(
             f"{arch}: the checkpoint does not match the architecture ({'; '.join(parts)}). "
-            "Pass the unmodified original checkpoint of this model (see cog.archs.SPECS"
+            "Pass the unmodified original checkpoint of this model (see cog.zoo.archs.SPECS"
             f"[{arch!r}].checkpoint for the expected layout)."
         )
     for key in expected:

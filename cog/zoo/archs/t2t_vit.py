@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cog.archs._common import StateDict, convert_state_dict
+from cog.zoo.archs._common import StateDict, convert_state_dict
 
 DROPPED = ("head.*",)
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from cog import CogError
-from cog.archs._common import StateDict, convert_state_dict
+from cog.zoo.archs._common import StateDict, convert_state_dict
 
 DROPPED = ("classifier.*",)
 WEIGHTS_URL = (

@@ -22,7 +22,7 @@ functional restatement of the original code.
 Builder options: `pycls_effnet_b*(flip_to_bgr=True)` flips RGB -> BGR inside forward (pass
 False only if the preprocessing flips already); `clip_rn50(precision="fp32"|"fp16")` (fp16
 autocast, as OpenAI ran it on GPU); `t2t_vit_t_14(qk_scale=None)` (attention scale, see
-cog.archs.t2t_vit).
+cog.zoo.archs.t2t_vit).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 from torch import nn
 
 from cog import CogError
-from cog.archs import byol_resnet, clip_rn50, nat, pycls_effnet, simclrv2, t2t_vit
-from cog.archs._common import StateDict
+from cog.zoo.archs import byol_resnet, clip_rn50, nat, pycls_effnet, simclrv2, t2t_vit
+from cog.zoo.archs._common import StateDict
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Reading the HDF5 feature cache written by `cog.extract`.
+"""Reading the HDF5 feature cache written by `cog.features.extract`.
 
 Features stay on disk until asked for (`.features` is the lazy h5py dataset), so probes can
 stream 1.3M x 2048 caches in chunks. An incomplete cache (no `complete` marker) is refused:
@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 
 from cog import CogError
-from cog.integrity import verify as check_integrity
+from cog.features.integrity import verify as check_integrity
 
 JSON_ATTRS = ("card", "preprocess", "summary")
 REQUIRED = ("features", "labels", "paths", "classes", "failed_paths", "failed_reasons")
@@ -122,5 +122,5 @@ class FeatureSet:
 
 def open_features(path: str | Path, verify: bool = True) -> FeatureSet:
     """Open a complete feature cache (see `FeatureSet`), its checksums verified first
-    (`cog.integrity`; one extra read of the file, see benchmarks/README.md)."""
+    (`cog.features.integrity`; one extra read of the file, see benchmarks/README.md)."""
     return FeatureSet(path, verify)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cog import CogError
-from cog.archs._common import StateDict, convert_state_dict
+from cog.zoo.archs._common import StateDict, convert_state_dict
 
 # Keys of the OpenAI state dict that are not the image encoder (text tower, logit scale,
 # and the metadata buffers of the TorchScript archive).

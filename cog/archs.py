@@ -1,0 +1,13 @@
+"""Deprecated alias of `cog.zoo.archs` (moved by issue 15; removed in cog 0.3)."""
+
+import importlib
+import sys
+import warnings
+
+__deprecated_alias__ = "cog.zoo.archs"
+warnings.warn(
+    "cog.archs is deprecated: import cog.zoo.archs instead (the alias goes in cog 0.3)",
+    DeprecationWarning,
+    stacklevel=2,
+)
+sys.modules[__name__] = importlib.import_module(__deprecated_alias__)

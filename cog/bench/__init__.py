@@ -1,0 +1,1 @@
+"""The benchmark: evaluation runs, the leaderboard, studies and the report."""

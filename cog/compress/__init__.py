@@ -1,0 +1,1 @@
+"""Feature compression estimators (TLDR, PCA-whitening) and their files."""

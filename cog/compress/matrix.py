@@ -1,0 +1,130 @@
+"""Feature matrices in row blocks: what TLDR and PCA-w read and how projections apply.
+
+Arrays, memory maps, HDF5 datasets and `FeatureSet`s are read block by block with their shape
+checked and non-finite rows named, so a projection never materialises a whole cache.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from cog import CogError
+from cog.device import resolve_device
+
+_CHUNK_ROWS = 65536
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _describe(X: Any) -> str:
+    """A name for error messages: the HDF5 file and dataset when there is one."""
+    for obj in (X, getattr(X, "features", None)):
+        f = getattr(obj, "file", None)
+        if f is not None and hasattr(f, "filename"):
+            return f"{f.filename}:{obj.name}"
+    path = getattr(X, "path", None)
+    return f"{path}:features" if path is not None else "the input features"
+
+
+def _source(X: Any) -> Any:
+    """The row-indexable [N, D] array behind X (numpy, tensor, h5py dataset, FeatureSet)."""
+    if isinstance(X, torch.Tensor):
+        return X.detach().cpu().numpy()
+    if hasattr(X, "features") and hasattr(X, "load"):  # cog.features.cache.FeatureSet
+        return X.features
+    if hasattr(X, "shape") and hasattr(X, "dtype") and not isinstance(X, np.ndarray):
+        return X  # h5py.Dataset or another lazy array
+    return np.asarray(X)
+
+
+def _iter_rows(src: Any, rows: int = _CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, float32 chunk) over the rows of an array or a lazy HDF5 dataset."""
+    n = src.shape[0]
+    for start in range(0, n, rows):
+        yield start, np.asarray(src[start : start + rows], dtype=np.float32)
+
+
+def _check_shape(src: Any, name: str) -> tuple[int, int]:
+    if len(src.shape) != 2:
+        raise CogError(
+            f"{name}: expected a [N, D] matrix of features, got shape {tuple(src.shape)}; "
+            "pass one row per image"
+        )
+    n, dim = int(src.shape[0]), int(src.shape[1])
+    if n == 0 or dim == 0:
+        raise CogError(f"{name}: the feature matrix is empty (shape {(n, dim)})")
+    if not np.issubdtype(np.dtype(src.dtype), np.number):
+        raise CogError(f"{name}: features must be numbers, got dtype {src.dtype}")
+    return n, dim
+
+
+def _raise_on_nonfinite(bad: np.ndarray, name: str) -> None:
+    rows = np.flatnonzero(bad)
+    if rows.size:
+        shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+        raise CogError(
+            f"{name}: {rows.size} row(s) hold NaN or infinite values (rows {shown}); "
+            "re-extract those images or drop the rows before fitting"
+        )
+
+
+def load_matrix(X: Any, name: str | None = None, *, progress: bool = False) -> np.ndarray:
+    """Read X whole as a C-contiguous float32 [N, D] array, refusing NaN/inf rows.
+
+    HDF5 datasets are read in chunks (with progress when asked), so that a float16 cache
+    does not pass through a float64 copy.
+    """
+    name = name or _describe(X)
+    src = _source(X)
+    n, dim = _check_shape(src, name)
+    if isinstance(src, np.ndarray) and src.dtype == np.float32 and src.flags.c_contiguous:
+        out = src
+    else:
+        out = np.empty((n, dim), dtype=np.float32)
+        chunks = _iter_rows(src)
+        if progress and not isinstance(src, np.ndarray):
+            chunks = tqdm(chunks, total=math.ceil(n / _CHUNK_ROWS), desc="read", unit="chunk")
+        for start, chunk in chunks:
+            out[start : start + len(chunk)] = chunk
+    bad = np.zeros(n, dtype=bool)
+    for start in range(0, n, _CHUNK_ROWS):
+        bad[start : start + _CHUNK_ROWS] = ~np.isfinite(out[start : start + _CHUNK_ROWS]).all(1)
+    _raise_on_nonfinite(bad, name)
+    return out
+
+
+def project(
+    module: nn.Module,
+    X: Any,
+    batch_size: int = 65536,
+    device: str | torch.device = "cpu",
+    *,
+    name: str | None = None,
+) -> np.ndarray:
+    """Apply a loaded projection to [N, D] features (array, HDF5 dataset or FeatureSet) in
+    batches; NaN/inf rows raise CogError rather than poisoning the output."""
+    name = name or _describe(X)
+    src = _source(X)
+    n, _ = _check_shape(src, name)
+    dev = resolve_device(device)
+    module = module.to(dev).eval()
+    out: np.ndarray | None = None
+    bad = np.zeros(n, dtype=bool)
+    with torch.inference_mode():
+        for start, chunk in _iter_rows(src, batch_size):
+            bad[start : start + len(chunk)] = ~np.isfinite(chunk).all(1)
+            z = module(torch.from_numpy(chunk).to(dev)).cpu().numpy()
+            if out is None:
+                out = np.empty((n, z.shape[1]), dtype=np.float32)
+            out[start : start + len(chunk)] = z
+    _raise_on_nonfinite(bad, name)
+    assert out is not None
+    return out

@@ -1,0 +1,1 @@
+"""Concepts: WordNet, information content, Lin similarity, levels, splits."""

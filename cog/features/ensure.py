@@ -1,0 +1,218 @@
+"""The feature cache of (model, dataset, split), extracting what is missing: the one
+entry point evaluation and compression use. Composite cards project the base model's cache.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import cog
+from cog import CogError
+from cog.features.extract import _atomic_h5, _write_lists, extract
+from cog.features.images import dataset_images
+from cog.features.integrity import verify_file
+from cog.features.settings import (
+    IMPLICIT,
+    RANDOM_INIT_SUFFIX,
+    STRICT,
+    _card_settings,
+    _existing_attrs,
+    _mismatch,
+    _mode,
+    _stale_error,
+    cache_path,
+)
+
+# ------------------------------------------------------------------ from model names
+
+
+def ensure_features(
+    model: str,
+    dataset: str,
+    split: str,
+    *,
+    cache_dir: str | Path | None = None,
+    in1k_root: str | Path | None = None,
+    imagenet_root: str | Path | None = None,
+    levels: str | Path | None = None,
+    splits: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    random_init: bool = False,
+    exact: bool = False,
+    device: str = "auto",
+    dtype: str = "float16",
+    precision: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    jpeg_draft: bool = False,
+    decode: str = "auto",
+) -> Path:
+    """The cache of zoo model `model` on (dataset, split), extracting (or resuming) it if
+    needed. Composite cards (card.base) project the base model's cache, never re-decoding."""
+    from cog import zoo
+
+    card = zoo.get_card(model)
+    # random weights get their own folder (named like their leaderboard rows), so that a
+    # smoke run never sits beside, or is mistaken for, the trained model's cache
+    folder = f"{card.name}{RANDOM_INIT_SUFFIX}" if random_init else card.name
+    out = cache_path(folder, dataset, split, cache_dir)
+    kw = dict(
+        cache_dir=cache_dir,
+        in1k_root=in1k_root,
+        imagenet_root=imagenet_root,
+        levels=levels,
+        splits=splits,
+        checkpoint=checkpoint,
+        random_init=random_init,
+        exact=exact,
+        device=device,
+        dtype=dtype,
+        precision=precision,
+        batch_size=batch_size,
+        workers=workers,
+        overwrite=False,
+        progress=progress,
+        jpeg_draft=jpeg_draft,
+        decode=decode,
+    )
+    if getattr(card, "base", None):
+        base = ensure_features(card.base, dataset, split, **kw)
+        return project_features(card, base, out, dtype=dtype, overwrite=overwrite)
+    images = dataset_images(
+        dataset,
+        split,
+        in1k_root=in1k_root,
+        imagenet_root=imagenet_root,
+        levels=levels,
+        splits=splits,
+    )
+    # a complete cache is checked without loading the model when the weights' digest is
+    # known beforehand: random init, a checkpoint file, or the card's weights already on
+    # disk (zoo.load hashes the same file, so the digests agree)
+    if random_init:
+        known = "random-init"
+    elif checkpoint:
+        ckpt = Path(checkpoint).expanduser()
+        known = zoo.file_sha256(ckpt) if ckpt.is_file() else None  # load() names a bad path
+    else:
+        known = zoo.cached_weights_sha256(card)
+    if known and out.exists() and not overwrite:
+        old = _existing_attrs(out)
+        path = decode
+        if decode == "auto":  # cpu without CUDA; on CUDA either checked path is accepted
+            cuda = device != "cpu" and torch.cuda.is_available()
+            path = str((old or {}).get("decode", IMPLICIT["decode"])) if cuda else "cpu"
+        mode = _mode(exact, jpeg_draft)
+        settings = _card_settings(card, known, images, mode, dtype, path)
+        if (
+            old
+            and old.get("complete")
+            and not _mismatch(old, settings, None if precision == "auto" else precision)
+        ):
+            verify_file(out)  # a damaged cache is an error, never reused
+            return out
+    backbone = zoo.load(card.name, checkpoint=checkpoint, random_init=random_init, device="cpu")
+    return extract(
+        backbone,
+        images,
+        out,
+        exact=exact,
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        precision=precision,
+        overwrite=overwrite,
+        progress=progress,
+        jpeg_draft=jpeg_draft,
+        decode=decode,
+    )
+
+
+def project_features(
+    card,
+    base: str | Path,
+    out: str | Path,
+    *,
+    dtype: str = "float16",
+    overwrite: bool = False,
+    chunk: int = 65536,
+) -> Path:
+    """Write the cache of a composite card:
+    `cog.compress.files.load_projection(card.projection.path)`
+    applied chunk by chunk to the base model's cache `base` (no image is decoded)."""
+    from cog import zoo
+    from cog.compress.files import load_projection
+    from cog.features.cache import open_features
+
+    out = Path(out)
+    proj = card.projection
+    field = proj.get if isinstance(proj, dict) else lambda k: getattr(proj, k, None)
+    proj_path, proj_sha = zoo.projection_file(
+        card.name, card.source_file, field("path"), field("sha256")
+    )
+    with open_features(base) as fs:
+        attrs = _existing_attrs(Path(base)) or {}
+        fitted_on = (card.training or {}).get("base_weights_sha256")
+        if fitted_on and str(attrs.get("weights_sha256")) != str(fitted_on):
+            raise CogError(
+                f"{card.name}: its projection was fitted on {card.base} features of weights "
+                f"{fitted_on}, but {base} holds features of weights "
+                f"{attrs.get('weights_sha256')}; refit it on these features with "
+                f"`cog-tldr fit {card.base} ...` (random-init and trained weights never mix)"
+            )
+        settings = {k: str(attrs.get(k, IMPLICIT.get(k))) for k in STRICT}
+        settings.update(
+            model=str(card.name), card=json.dumps(card.to_dict(), sort_keys=True), dtype=dtype
+        )
+        settings["weights_sha256"] = f"{attrs.get('weights_sha256')}+projection:{proj_sha}"
+        if out.exists():
+            old = _existing_attrs(out)
+            diff = (
+                ["unreadable or incomplete file"]
+                if not old or not old.get("complete")
+                else (_mismatch(old, settings))
+            )
+            if not diff:
+                verify_file(out)
+                return out
+            if not overwrite:
+                raise _stale_error(out, diff, "a feature cache")
+        module = load_projection(proj_path).eval()
+        with _atomic_h5(out) as h5, torch.inference_mode():
+            feats = None
+            pos = 0
+            for x in tqdm(
+                fs.iter_chunks(chunk),
+                total=math.ceil(len(fs) / chunk),
+                desc=f"{card.name}: projecting {card.base}",
+                unit="chunk",
+            ):
+                y = module(torch.from_numpy(x)).float().numpy()
+                if feats is None:
+                    feats = h5.create_dataset(
+                        "features",
+                        shape=(len(fs), y.shape[1]),
+                        dtype=dtype,
+                        chunks=(min(len(fs), 1024), y.shape[1]),
+                    )
+                feats[pos : pos + len(y)] = y
+                pos += len(y)
+            if feats is None:
+                raise CogError(f"{base}: the base cache holds no features to project")
+            _write_lists(h5, fs.labels, fs.paths, fs.classes, fs.failed, fs.repaired)
+            for k, v in {**attrs, **settings}.items():
+                if k != "complete":
+                    h5.attrs[k] = v
+            h5.attrs["base_model"] = str(card.base)
+            h5.attrs["base_weights_sha256"] = str(attrs.get("weights_sha256"))
+            h5.attrs["projection_sha256"] = proj_sha
+            h5.attrs["cog_version"] = cog.__version__
+    return out
