@@ -19,9 +19,11 @@ import contextlib
 import datetime as _dt
 import fcntl
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from cog import CogError, __version__
@@ -64,6 +66,11 @@ NO_PROTOCOL = "-"
 # Random-init rows carry this suffix on the model name: a different key, so they can never
 # replace (or be mistaken for) the rows of the trained weights.
 RANDOM_INIT_SUFFIX = "+random-init"
+# What the report needs of a leaderboard (other columns are filled when absent).
+REQUIRED_COLUMNS = ("model", "group", "dataset", "setting", "n_shot", "metric", "protocol")
+NUMERIC_COLUMNS = ("mean", "std")
+OPTIONAL_COLUMNS = ("n_seeds", "seeds", "values", "run", "cog_version", "updated")
+RANDOM_NAME = re.compile(r"random[-_ ]?init", re.IGNORECASE)
 
 _INT_COLUMNS = ("n_shot", "n_seeds", "schema")
 _FLOAT_COLUMNS = ("mean", "std")
@@ -114,17 +121,37 @@ def _dtype(column: str) -> str:
     return "object"
 
 
-def read_leaderboard(path: str | Path) -> pd.DataFrame:
-    """The leaderboard as a DataFrame with the documented columns (empty if no file yet)."""
+def read_leaderboard(
+    path: str | Path, *, missing_ok: bool = True, parsed: bool = False
+) -> pd.DataFrame:
+    """The leaderboard CSV, validated: the one reader of cog-eval and cog-report.
+
+    `missing_ok`: a missing file reads as an empty leaderboard (cog-eval is about to write
+    the first rows) instead of an error naming the fix (cog-report has nothing to draw).
+    `parsed`: the report's view. Only the key columns and mean/std are required (the rest
+    are filled), `seeds` and `values` become tuples and a boolean `random_init` column is
+    added. Otherwise every schema column must be there, typed, as cog-eval writes it back."""
     path = Path(path)
     if not path.exists():
-        return empty()
+        if missing_ok:
+            return empty()
+        raise CogError(
+            f"{path}: no such leaderboard; run `cog-eval MODEL` to create it, "
+            "or pass --leaderboard FILE"
+        )
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except (pd.errors.ParserError, UnicodeDecodeError, IsADirectoryError) as e:
         raise CogError(
             f"{path}: not a readable leaderboard CSV ({e}); move it aside and re-run cog-eval"
         ) from None
+    except pd.errors.EmptyDataError:
+        raise CogError(f"{path}: the file is empty; move it aside and re-run cog-eval") from None
+    return report_view(df, path) if parsed else _schema_view(df, path)
+
+
+def _schema_view(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Every schema column, typed; keys unique (what cog-eval reads before writing back)."""
     df = upgrade(df, path)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
@@ -150,6 +177,59 @@ def read_leaderboard(path: str | Path) -> pd.DataFrame:
         )
     extra = [c for c in df.columns if c not in COLUMNS]
     return df[list(COLUMNS) + extra]
+
+
+def _split(text: object, cast: type, path: Path, line: int, column: str) -> tuple:
+    if text is None or (isinstance(text, float) and np.isnan(text)) or str(text).strip() == "":
+        return ()
+    try:
+        return tuple(cast(v) for v in str(text).split(";") if v.strip() != "")
+    except ValueError:
+        raise CogError(
+            f"{path}:{line}: column {column!r} holds {text!r}; write ';'-separated "
+            f"numbers (e.g. 71.2;70.9), or rerun cog-eval for this row"
+        ) from None
+
+
+def report_view(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """The report's view of a raw (all-string) leaderboard frame: hand-written and older
+    files are drawn as long as they have the key columns and mean/std; numbers are checked
+    row by row and `seeds`/`values` parsed into tuples."""
+    missing = [c for c in (*REQUIRED_COLUMNS, *NUMERIC_COLUMNS) if c not in df.columns]
+    if missing:
+        raise CogError(
+            f"{path}: missing column(s) {missing}; a leaderboard has the columns of "
+            "docs/design.md (written by cog-eval)"
+        )
+    df = upgrade(df, path)  # a schema-1 leaderboard gets its identity columns
+    for c in OPTIONAL_COLUMNS:
+        if c not in df.columns:
+            df[c] = ""
+    for c in IDENTITY_COLUMNS[1:]:
+        if c not in df.columns:
+            df[c] = UNKNOWN
+    for c in ("n_shot", *NUMERIC_COLUMNS):
+        num = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
+        bad = num.isna() & (df[c] != "") if c == "std" else num.isna()  # std may be blank
+        if bad.any():
+            i = int(np.argmax(bad.to_numpy()))
+            raise CogError(
+                f"{path}:{i + 2}: column {c!r} of model {df.at[i, 'model']!r} holds "
+                f"{df.at[i, c]!r}, not a number; fix the row or rerun cog-eval for it"
+            )
+        df[c] = num
+    df["n_shot"] = df["n_shot"].astype(int)
+    df["std"] = df["std"].fillna(0.0)
+    df["seeds"] = [_split(v, int, path, i + 2, "seeds") for i, v in enumerate(df["seeds"])]
+    df["values"] = [_split(v, float, path, i + 2, "values") for i, v in enumerate(df["values"])]
+    n = pd.to_numeric(df["n_seeds"].replace("", np.nan), errors="coerce")
+    df["n_seeds"] = n.fillna(df["values"].map(len)).astype(int)
+    flag = df["model"].map(lambda m: bool(RANDOM_NAME.search(m)))
+    if "random_init" in df.columns:
+        flag |= df["random_init"].astype(str).str.lower().isin(("1", "true", "yes"))
+    df["random_init"] = flag.astype(bool)
+    df.attrs["path"] = str(path)
+    return df
 
 
 def identity(record: Mapping | None) -> str:

@@ -7,90 +7,30 @@ from __future__ import annotations
 import contextlib
 import difflib
 import fnmatch
+import functools
 import json
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cog import CogError
-from cog.bench.leaderboard import IDENTITY_COLUMNS, KEY, UNKNOWN, upgrade
+from cog.bench.leaderboard import (  # noqa: F401 (the report's names, re-exported)
+    KEY,
+    NUMERIC_COLUMNS,
+    OPTIONAL_COLUMNS,
+    RANDOM_NAME,
+    REQUIRED_COLUMNS,
+    _split,
+)
+from cog.bench.leaderboard import read_leaderboard as _read_leaderboard
 from cog.bench.style import DATASETS, LEVEL_RE, dataset_label, dataset_order, family_order
-
-REQUIRED_COLUMNS = ("model", "group", "dataset", "setting", "n_shot", "metric", "protocol")
-NUMERIC_COLUMNS = ("mean", "std")
-OPTIONAL_COLUMNS = ("n_seeds", "seeds", "values", "run", "cog_version", "updated")
-RANDOM_NAME = re.compile(r"random[-_ ]?init", re.IGNORECASE)
-
 
 # ---------------------------------------------------------------- reading results
 
-
-def _split(text: object, cast: type, path: Path, line: int, column: str) -> tuple:
-    if text is None or (isinstance(text, float) and np.isnan(text)) or str(text).strip() == "":
-        return ()
-    try:
-        return tuple(cast(v) for v in str(text).split(";") if v.strip() != "")
-    except ValueError:
-        raise CogError(
-            f"{path}:{line}: column {column!r} holds {text!r}; write ';'-separated "
-            f"numbers (e.g. 71.2;70.9), or rerun cog-eval for this row"
-        ) from None
-
-
-def read_leaderboard(path: str | Path) -> pd.DataFrame:
-    """The leaderboard CSV (docs/design.md), validated, with `seeds` and `values` parsed
-    into tuples and a boolean `random_init` column (from the model name, or a
-    `random_init` column when the file has one; `mark_random_init` adds the run JSONs)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CogError(
-            f"{path}: no such leaderboard; run `cog-eval MODEL` to create it, "
-            "or pass --leaderboard FILE"
-        )
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise CogError(f"{path}: not a readable CSV ({e}); regenerate it with cog-eval") from None
-    except pd.errors.EmptyDataError:
-        raise CogError(f"{path}: the file is empty; regenerate it with cog-eval") from None
-    missing = [c for c in (*REQUIRED_COLUMNS, *NUMERIC_COLUMNS) if c not in df.columns]
-    if missing:
-        raise CogError(
-            f"{path}: missing column(s) {missing}; a leaderboard has the columns of "
-            "docs/design.md (written by cog-eval)"
-        )
-    df = upgrade(df, path)  # a schema-1 leaderboard gets its identity columns
-    for c in OPTIONAL_COLUMNS:
-        if c not in df.columns:
-            df[c] = ""
-    for c in IDENTITY_COLUMNS[1:]:
-        if c not in df.columns:
-            df[c] = UNKNOWN
-    for c in ("n_shot", *NUMERIC_COLUMNS):
-        num = pd.to_numeric(df[c].replace("", np.nan), errors="coerce")
-        bad = num.isna() & (df[c] != "") if c == "std" else num.isna()  # std may be blank
-        if bad.any():
-            i = int(np.argmax(bad.to_numpy()))
-            raise CogError(
-                f"{path}:{i + 2}: column {c!r} of model {df.at[i, 'model']!r} holds "
-                f"{df.at[i, c]!r}, not a number; fix the row or rerun cog-eval for it"
-            )
-        df[c] = num
-    df["n_shot"] = df["n_shot"].astype(int)
-    df["std"] = df["std"].fillna(0.0)
-    df["seeds"] = [_split(v, int, path, i + 2, "seeds") for i, v in enumerate(df["seeds"])]
-    df["values"] = [_split(v, float, path, i + 2, "values") for i, v in enumerate(df["values"])]
-    n = pd.to_numeric(df["n_seeds"].replace("", np.nan), errors="coerce")
-    df["n_seeds"] = n.fillna(df["values"].map(len)).astype(int)
-    flag = df["model"].map(lambda m: bool(RANDOM_NAME.search(m)))
-    if "random_init" in df.columns:
-        flag |= df["random_init"].astype(str).str.lower().isin(("1", "true", "yes"))
-    df["random_init"] = flag.astype(bool)
-    df.attrs["path"] = str(path)
-    return df
+# The report's reading of the one leaderboard reader (bench.leaderboard): a missing file is
+# an error naming the fix, `seeds`/`values` are tuples and `random_init` is a column.
+read_leaderboard = functools.partial(_read_leaderboard, missing_ok=False, parsed=True)
 
 
 def _says_random(obj: object, depth: int = 0) -> bool:
