@@ -38,11 +38,9 @@ from cog.compress.knn_graph import (  # noqa: E402, F401
 )
 from cog.compress.matrix import (  # noqa: E402, F401
     _CHUNK_ROWS,
-    _check_shape,
     _describe,
     _iter_rows,
     _raise_on_nonfinite,
-    _source,
     load_matrix,
     project,
     resolve_device,

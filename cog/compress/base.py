@@ -15,10 +15,11 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from cog import CogError
-from cog.compress.matrix import _check_shape, _describe, _source, project
+from cog.compress.matrix import _describe, project
 from cog.compress.nets import Projection
 from cog.estimator import check_fitted
 from cog.io import atomic_write
+from cog.protocols.store import feature_rows
 
 FORMAT = "cog-projection"
 FORMAT_VERSION = 1
@@ -66,8 +67,7 @@ class _Projector(BaseEstimator):
         """Project X ([N, D] array, tensor, HDF5 dataset or FeatureSet) to float32 [N, d]."""
         self._check_fitted()
         name = _describe(X)
-        src = _source(X)
-        _, dim = _check_shape(src, name)
+        src, _, dim = feature_rows(X, name)
         if dim != self.input_dim_:
             raise CogError(
                 f"{name}: features have D={dim} but this {self.kind} projection was fitted on "

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from cog import CogError
 from cog.device import resolve_device
+from cog.protocols.store import feature_rows, iter_rows
 
 _CHUNK_ROWS = 65536
 
@@ -34,36 +35,9 @@ def _describe(X: Any) -> str:
     return f"{path}:features" if path is not None else "the input features"
 
 
-def _source(X: Any) -> Any:
-    """The row-indexable [N, D] array behind X (numpy, tensor, h5py dataset, FeatureSet)."""
-    if isinstance(X, torch.Tensor):
-        return X.detach().cpu().numpy()
-    if hasattr(X, "features") and hasattr(X, "load"):  # cog.features.cache.FeatureSet
-        return X.features
-    if hasattr(X, "shape") and hasattr(X, "dtype") and not isinstance(X, np.ndarray):
-        return X  # h5py.Dataset or another lazy array
-    return np.asarray(X)
-
-
 def _iter_rows(src: Any, rows: int = _CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
-    """(start, float32 chunk) over the rows of an array or a lazy HDF5 dataset."""
-    n = src.shape[0]
-    for start in range(0, n, rows):
-        yield start, np.asarray(src[start : start + rows], dtype=np.float32)
-
-
-def _check_shape(src: Any, name: str) -> tuple[int, int]:
-    if len(src.shape) != 2:
-        raise CogError(
-            f"{name}: expected a [N, D] matrix of features, got shape {tuple(src.shape)}; "
-            "pass one row per image"
-        )
-    n, dim = int(src.shape[0]), int(src.shape[1])
-    if n == 0 or dim == 0:
-        raise CogError(f"{name}: the feature matrix is empty (shape {(n, dim)})")
-    if not np.issubdtype(np.dtype(src.dtype), np.number):
-        raise CogError(f"{name}: features must be numbers, got dtype {src.dtype}")
-    return n, dim
+    """(start, float32 chunk) over the rows of an array from `feature_rows`."""
+    return iter_rows(src, rows, np.float32)
 
 
 def _raise_on_nonfinite(bad: np.ndarray, name: str) -> None:
@@ -83,8 +57,7 @@ def load_matrix(X: Any, name: str | None = None, *, progress: bool = False) -> n
     does not pass through a float64 copy.
     """
     name = name or _describe(X)
-    src = _source(X)
-    n, dim = _check_shape(src, name)
+    src, n, dim = feature_rows(X, name)
     if isinstance(src, np.ndarray) and src.dtype == np.float32 and src.flags.c_contiguous:
         out = src
     else:
@@ -112,8 +85,7 @@ def project(
     """Apply a loaded projection to [N, D] features (array, HDF5 dataset or FeatureSet) in
     batches; NaN/inf rows raise CogError rather than poisoning the output."""
     name = name or _describe(X)
-    src = _source(X)
-    n, _ = _check_shape(src, name)
+    src, n, _ = feature_rows(X, name)
     dev = resolve_device(device)
     module = module.to(dev).eval()
     out: np.ndarray | None = None

@@ -14,15 +14,14 @@ from cog import CogError
 from cog.compress.base import _Projector
 from cog.compress.matrix import (
     _CHUNK_ROWS,
-    _check_shape,
     _describe,
     _iter_rows,
     _raise_on_nonfinite,
-    _source,
 )
 from cog.compress.nets import _Whitening
 from cog.device import resolve_device
 from cog.estimator import check_number
+from cog.protocols.store import feature_rows
 
 # --------------------------------------------------------------------------- PCA whitening
 
@@ -59,8 +58,7 @@ class PCAW(_Projector):
         check_number(self.power, "power", low=0.0)
         check_number(self.eps, "eps", low=0.0, low_open=True)
         name = _describe(X)
-        src = _source(X)
-        n, dim = _check_shape(src, name)
+        src, n, dim = feature_rows(X, name)
         self._check_dims(n, dim, name)
         if n < 2:
             raise CogError(f"{name}: PCA needs at least 2 points, got {n}")

@@ -112,31 +112,55 @@ def _storage_dtype(n: int, d: int, device: torch.device, dtype: str) -> torch.dt
     return torch.float32 if need <= budget else torch.float16
 
 
-def row_blocks(X: Any, what: str) -> tuple[int, int, Iterator[tuple[int, np.ndarray]]]:
-    """(rows, dim, iterator of (start, block)) for ndarray, memmap, h5py or torch input."""
+def _real(dtype: Any) -> bool:
+    if isinstance(dtype, torch.dtype):
+        return dtype.is_floating_point or (not dtype.is_complex and dtype != torch.bool)
+    dt = np.dtype(dtype)
+    return bool(np.issubdtype(dt, np.integer) or np.issubdtype(dt, np.floating))
+
+
+def feature_rows(X: Any, what: str) -> tuple[Any, int, int]:
+    """(array, rows, dim): the row-sliceable [N, D] array behind X (ndarray, memmap, tensor,
+    h5py dataset or FeatureSet), shape and dtype checked, nothing read yet.
+
+    The one reader behind `load_features` and cog.compress's `load_matrix`, so both accept
+    the same inputs and refuse bad ones with the same message."""
     if isinstance(X, FeatureStore):
         raise TypeError("already a FeatureStore")
     if hasattr(X, "features") and not hasattr(X, "shape"):  # a cog.features.cache.FeatureSet
         X = X.features
-    shape = getattr(X, "shape", None)
-    if shape is None:
+    if isinstance(X, torch.Tensor) and X.device.type == "cpu" and X.dtype != torch.bfloat16:
+        X = X.detach().numpy()  # a view; tensors elsewhere are copied block by block
+    elif getattr(X, "shape", None) is None or getattr(X, "dtype", None) is None:
         X = np.asarray(X)
-        shape = X.shape
+    shape = tuple(X.shape)
     if len(shape) != 2:
-        raise CogError(f"{what}: features must be 2-D [rows, dim], got shape {tuple(shape)}")
+        raise CogError(
+            f"{what}: features must be a 2-D [N, D] matrix (one row per image), got shape {shape}"
+        )
     n, d = int(shape[0]), int(shape[1])
     if n == 0 or d == 0:
-        raise CogError(f"{what}: empty feature matrix {tuple(shape)}; extract features first")
-    step = max(256, CHUNK_BYTES // (4 * d))
+        raise CogError(f"{what}: empty feature matrix {shape}; extract features first")
+    if not _real(X.dtype):
+        raise CogError(f"{what}: features must be real numbers, got dtype {X.dtype}")
+    return X, n, d
 
-    def gen() -> Iterator[tuple[int, np.ndarray]]:
-        for a in range(0, n, step):
-            block = X[a : min(a + step, n)]
-            if isinstance(block, torch.Tensor):
-                block = block.detach().cpu().numpy()
-            yield a, np.asarray(block)
 
-    return n, d, gen()
+def iter_rows(src: Any, step: int, dtype: Any = None) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, block) over the rows of an array from `feature_rows`, `step` rows at a time."""
+    n = src.shape[0]
+    for a in range(0, n, step):
+        block = src[a : min(a + step, n)]
+        if isinstance(block, torch.Tensor):
+            block = block.detach().cpu()
+            block = (block.float() if block.dtype == torch.bfloat16 else block).numpy()
+        yield a, np.asarray(block, dtype=dtype)
+
+
+def row_blocks(X: Any, what: str) -> tuple[int, int, Iterator[tuple[int, np.ndarray]]]:
+    """(rows, dim, iterator of (start, block)) for ndarray, memmap, h5py or torch input."""
+    src, n, d = feature_rows(X, what)
+    return n, d, iter_rows(src, max(256, CHUNK_BYTES // (4 * d)))
 
 
 def load_features(
@@ -156,8 +180,6 @@ def load_features(
     data = torch.empty((n, d), dtype=store_dtype, device=dev)
     bad_count, bad_first = 0, []
     for a, block in blocks:
-        if not (np.issubdtype(block.dtype, np.integer) or np.issubdtype(block.dtype, np.floating)):
-            raise CogError(f"{what}: features must be real numbers, got dtype {block.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(block)).to(dev).float()
         finite = torch.isfinite(t).all(1)
         if not bool(finite.all()):
