@@ -18,15 +18,6 @@ from cog import CogError
 from cog.zoo.archs import ARCHS, CONVERTERS, DROPPED, FEATURE_DIMS, INPUT_SIZES, SPECS, convert
 from cog.zoo.archs.byol_resnet import SameConv2d, SameMaxPool2d, same_padding
 
-NAMES = [
-    "nat_m4",
-    "t2t_vit_t_14",
-    "pycls_effnet_b1",
-    "pycls_effnet_b4",
-    "byol_resnet50",
-    "simclrv2_resnet50",
-    "clip_rn50",
-]
 DIMS = {
     "nat_m4": 1536,
     "t2t_vit_t_14": 384,
@@ -36,6 +27,7 @@ DIMS = {
     "simclrv2_resnet50": 2048,
     "clip_rn50": 1024,
 }
+NAMES = list(DIMS)  # written here from the papers, not read from cog
 SIZES = {"pycls_effnet_b1": 240, "pycls_effnet_b4": 380}
 R50_STAGES = ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2))  # planes, blocks, stride
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cog import CogError
+from cog.zoo.arch_names import ARCH_NAMES
 
 if TYPE_CHECKING:  # torch is imported when a checkpoint is converted, not to read cards
     import torch
@@ -30,16 +31,7 @@ Converter = Callable[[Mapping[str, Any]], "dict[str, torch.Tensor]"]
 CONVERTERS: dict[str, Converter] = {}
 DOCS: dict[str, str] = {}
 
-# Converters that cog.zoo.archs provides; cards may name them before cog.zoo.archs is importable.
-ARCH_CONVERTERS = (
-    "nat_m4",
-    "t2t_vit_t_14",
-    "pycls_effnet_b1",
-    "pycls_effnet_b4",
-    "byol_resnet50",
-    "simclrv2_resnet50",
-    "clip_rn50",
-)
+ARCH_CONVERTERS = ARCH_NAMES  # converters cog.zoo.archs provides; cards may name them early
 
 
 def register_converter(*names: str) -> Callable[[Converter], Converter]:

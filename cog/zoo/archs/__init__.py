@@ -34,6 +34,7 @@ from typing import Any
 from torch import nn
 
 from cog import CogError
+from cog.zoo.arch_names import ARCH_NAMES
 from cog.zoo.archs import byol_resnet, clip_rn50, nat, pycls_effnet, simclrv2, t2t_vit
 from cog.zoo.archs._common import StateDict
 
@@ -42,7 +43,6 @@ from cog.zoo.archs._common import StateDict
 class ArchSpec:
     """One architecture: how to build it, how to read its original checkpoint, where from."""
 
-    name: str
     builder: Callable[..., nn.Module]
     convert: Callable[[Any], tuple[StateDict, list[str]]]
     feature_dim: int
@@ -51,12 +51,16 @@ class ArchSpec:
     checkpoint: str  # the original checkpoint and the entry holding its weights
     source: str  # the original code this module reproduces (repository + path)
 
+    @property
+    def name(self) -> str:
+        """The builder's name: cog.zoo.arch_names.ARCH_NAMES lists them all."""
+        return self.builder.__name__
+
 
 SPECS: dict[str, ArchSpec] = {
     s.name: s
     for s in (
         ArchSpec(
-            "nat_m4",
             nat.nat_m4,
             nat.convert_nat_m4,
             1536,
@@ -67,7 +71,6 @@ SPECS: dict[str, ArchSpec] = {
             "codebase/modules/layers.py, subnets/imagenet/NAT-M4/net.config",
         ),
         ArchSpec(
-            "t2t_vit_t_14",
             t2t_vit.t2t_vit_t_14,
             t2t_vit.convert_t2t_vit_t_14,
             384,
@@ -79,7 +82,6 @@ SPECS: dict[str, ArchSpec] = {
             "models/transformer_block.py",
         ),
         ArchSpec(
-            "pycls_effnet_b1",
             pycls_effnet.pycls_effnet_b1,
             pycls_effnet.convert_pycls_effnet_b1,
             1280,
@@ -90,7 +92,6 @@ SPECS: dict[str, ArchSpec] = {
             "configs/dds_baselines/effnet/EN-B1_dds_8gpu.yaml",
         ),
         ArchSpec(
-            "pycls_effnet_b4",
             pycls_effnet.pycls_effnet_b4,
             pycls_effnet.convert_pycls_effnet_b4,
             1792,
@@ -101,7 +102,6 @@ SPECS: dict[str, ArchSpec] = {
             "configs/dds_baselines/effnet/EN-B4_dds_8gpu.yaml",
         ),
         ArchSpec(
-            "byol_resnet50",
             byol_resnet.byol_resnet50,
             byol_resnet.convert_byol_resnet50,
             2048,
@@ -112,7 +112,6 @@ SPECS: dict[str, ArchSpec] = {
             "chigur/byol-convert: resnet.py (pad_same), convert.py",
         ),
         ArchSpec(
-            "simclrv2_resnet50",
             simclrv2.simclrv2_resnet50,
             simclrv2.convert_simclrv2_resnet50,
             2048,
@@ -123,7 +122,6 @@ SPECS: dict[str, ArchSpec] = {
             "Separius/SimCLRv2-Pytorch: resnet.py (get_resnet), convert.py",
         ),
         ArchSpec(
-            "clip_rn50",
             clip_rn50.clip_rn50,
             clip_rn50.convert_clip_rn50,
             1024,
@@ -136,6 +134,8 @@ SPECS: dict[str, ArchSpec] = {
     )
 }
 
+if tuple(SPECS) != ARCH_NAMES:  # a builder added here must be named in the one list too
+    raise ImportError(f"cog.zoo.archs builds {tuple(SPECS)} but ARCH_NAMES lists {ARCH_NAMES}")
 ARCHS: dict[str, Callable[..., nn.Module]] = {n: s.builder for n, s in SPECS.items()}
 DROPPED: dict[str, list[str]] = {n: list(s.dropped) for n, s in SPECS.items()}
 FEATURE_DIMS: dict[str, int] = {n: s.feature_dim for n, s in SPECS.items()}
