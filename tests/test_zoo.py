@@ -865,8 +865,12 @@ def test_read_checkpoint_formats(isolated):
     lin = torch.nn.Linear(3, 2)
     scripted = torch.jit.script(lin)
     scripted.save(str(isolated / "clip_like.pt"))  # TorchScript archive, like CLIP's RN50.pt
+    # a TorchScript archive carries code: refused unless trusted (flag or pinned sha256)
+    with pytest.raises(CogError, match=r"clip_like\.pt: is a TorchScript archive.*--trust-ch"):
+        zoo.read_checkpoint(isolated / "clip_like.pt")
     with pytest.warns(UserWarning):
-        assert set(zoo.read_checkpoint(isolated / "clip_like.pt")) == {"weight", "bias"}
+        obj, how = zoo.load_checkpoint(isolated / "clip_like.pt", "--trust-checkpoint")
+    assert set(obj) == {"weight", "bias"} and how == "torchscript (--trust-checkpoint)"
     save_file(lin.state_dict(), str(isolated / "m.safetensors"))
     assert set(zoo.read_checkpoint(isolated / "m.safetensors")) == {"weight", "bias"}
     torch.save(

@@ -309,7 +309,8 @@ def trust_requested() -> bool:
 
 
 def read_checkpoint(path: str | Path, trust: str | None = None) -> Any:
-    """Load a checkpoint on CPU: safetensors, a torch pickle, or a TorchScript archive."""
+    """Load a checkpoint on CPU: safetensors, a torch pickle, or (trusted only) a
+    TorchScript archive."""
     return load_checkpoint(path, trust)[0]
 
 
@@ -317,7 +318,8 @@ def load_checkpoint(path: str | Path, trust: str | None = None) -> tuple[Any, st
     """(checkpoint, how it was read). Torch pickles are read with `weights_only=True` plus
     the data-only globals of `cog.safe_pickle.checkpoint_safe_globals`; a file naming any
     other global is refused, because unpickling it could run code, unless `trust` says
-    why it is trusted ("sha256 pinned by the card" or "--trust-checkpoint")."""
+    why it is trusted ("sha256 pinned by the card" or "--trust-checkpoint"); so is a
+    TorchScript archive (it carries code), whose weights are read only when trusted."""
     from cog.safe_pickle import checkpoint_safe_globals
 
     path = Path(path)
@@ -333,7 +335,14 @@ def load_checkpoint(path: str | Path, trust: str | None = None) -> tuple[Any, st
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         if zipfile.is_zipfile(path) and _is_torchscript(path):
-            obj, how = torch.jit.load(str(path), map_location="cpu"), "torchscript"
+            if not trust:  # the archive carries the model's code: only from a trusted file
+                raise CogError(
+                    f"{path}: is a TorchScript archive, which holds code besides weights; "
+                    "pass --trust-checkpoint if you trust this file, pin its sha256 in the "
+                    "model card, or save its state_dict() (or safetensors) and pass that"
+                ) from None
+            obj = torch.jit.load(str(path), map_location="cpu")
+            how = f"torchscript ({trust})"
         elif "weights_only" in str(e) or "Unpickl" in type(e).__name__:
             if not trust:
                 raise CogError(_unsafe_message(path)) from None
