@@ -57,7 +57,6 @@ from cog.features.settings import (  # noqa: E402, F401
     _existing_attrs,
     _jsonable,
     _mismatch,
-    _mode,
     _settings,
     _short,
     _stale_error,

@@ -38,7 +38,6 @@ from cog.compress.knn_graph import (  # noqa: E402, F401
 )
 from cog.compress.matrix import (  # noqa: E402, F401
     _CHUNK_ROWS,
-    _describe,
     _iter_rows,
     _raise_on_nonfinite,
     load_matrix,

@@ -154,7 +154,6 @@ def test_cli_mirrors_agree_with_the_library():
     import cog.bench.study as tldr_study
     import cog.compress.files as tldr_files
     import cog.compress.nets as tldr_nets
-    import cog.features.settings as extract_settings
     import cog.ssl.config as train_config
     from cog.bench import config, leaderboard
     from cog.cli import build_levels as bl
@@ -171,19 +170,16 @@ def test_cli_mirrors_agree_with_the_library():
         config.DEFAULT_SEEDS,
         config.DEFAULT_SHOTS,
     )
-    assert (ev.PROTOCOLS, ev.RANDOM_INIT_SUFFIX) == (
+    from cog import cli
+
+    assert (ev.PROTOCOLS, cli.RANDOM_INIT_SUFFIX) == (
         leaderboard.PROTOCOLS,
         leaderboard.RANDOM_INIT_SUFFIX,
     )
     from cog.bench import submit
 
     assert ev.CLUSTERS == submit.CLUSTERS
-    assert (ex.DATASETS, ex.SPLITS, ex.DTYPES, ex.PRECISIONS) == (
-        data.DATASETS,
-        data.SPLITS,
-        extract_settings.DTYPES,
-        extract_settings.PRECISIONS,
-    )
+    assert (ex.DATASETS, ex.SPLITS) == (data.DATASETS, data.SPLITS)
     assert (bl.DEFAULT_SEEN, bl.DEFAULT_POOL) == (levels.DEFAULT_SEEN, levels.DEFAULT_POOL)
     assert (bl.FILTERS, bl.IC_SOURCES, bl.CUT_RULES) == (
         levels.FILTERS,

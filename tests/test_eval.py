@@ -25,6 +25,7 @@ from cog.bench.config import (
 from cog.bench.evaluate import leaderboard_rows, summary_table
 from cog.bench.leaderboard import COLUMNS
 from cog.cli.eval import config_from_args, main, parser
+from cog.features.options import DataRoots
 from cog.io import sha256_file
 
 # ---------------------------------------------------------------- parsing
@@ -75,7 +76,7 @@ def test_datasets_follow_the_levels_file(tmp_path, fmt):
         path = tmp_path / "levels.csv"
         rows = [(w, k + 1) for k, lv in enumerate(levels) for w in lv]
         pd.DataFrame(rows, columns=["wnid", "level"]).to_csv(path, index=False)
-    cfg = EvalConfig(model="m", levels=path)
+    cfg = EvalConfig(model="m", roots=DataRoots(levels=path))
     assert resolve_datasets(cfg) == ["in1k", "cog_l1", "cog_l2", "cog_l3"]
     cfg.datasets = ("cog_l3", "in1k")
     assert resolve_datasets(cfg) == ["in1k", "cog_l3"]
@@ -1016,3 +1017,22 @@ def test_slurm_array_environment_picks_the_shard(two_models, capsys, monkeypatch
     assert "shard 0/3 (RANK/WORLD_SIZE): 1 of 4 runs" in capsys.readouterr().out
     assert os.environ["WORLD_SIZE"] == "3"  # set to 1 only while the shard ran
     assert set(p.world_sizes) == {"1"}  # the extractor never joined a torchrun group
+
+
+def test_a_failed_job_is_reported_by_its_error_not_its_log_path():
+    """submitit ends a failed job's message with log paths; the summary names the error."""
+    from cog.bench.submit import job_error
+
+    text = (
+        "Job (task=0) failed during processing with trace:\n----------------------\n"
+        "Traceback (most recent call last):\n  File \"x.py\", line 1, in <module>\n"
+        "TypeError: run() got an unexpected keyword argument 'progress'\n\n"
+        "----------------------\nYou can check full logs with 'job.stderr(0)' and "
+        "'job.stdout(0)'or at paths:\n  - /s/5224_0_log.err\n  - /s/5224_0_log.out\n"
+    )
+    msg = job_error(RuntimeError(text))
+    assert msg == (
+        "TypeError: run() got an unexpected keyword argument 'progress' (log: /s/5224_0_log.out)"
+    )
+    assert job_error(RuntimeError("node failure")) == "node failure"
+    assert job_error(RuntimeError("")) == "RuntimeError('')"

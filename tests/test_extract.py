@@ -4,6 +4,7 @@ composite cards and the CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -349,6 +350,7 @@ def fake_zoo(monkeypatch, tmp_path):
     )
     files = types.SimpleNamespace(load_projection=load_projection)
     importlib.import_module("cog.compress.files")  # the real one first: its package is loaded
+    importlib.import_module("cog.zoo.fingerprint")  # the extractor imports it from the fake
     for name, mod in (("cog.zoo", zoo), ("cog.compress.files", files)):
         monkeypatch.setitem(sys.modules, name, mod)
         parent, _, leaf = name.rpartition(".")
@@ -451,3 +453,24 @@ def test_cli_images_folder_and_dataset(tree, fake_zoo, tmp_path, capsys):
     assert (tmp_path / "cache" / "tiny-a+random-init" / "in1k_test.h5").is_file()
     assert main(["tiny-a", "--datasets", "in1k", "--split", "test"]) == 2
     assert "--in1k-root" in capsys.readouterr().err
+
+
+def test_bundles_and_keywords_name_the_same_cache(tree, fake_zoo):
+    """A FeatureSource names the keyword call's cache; other options in the cache key
+    (dtype) are refused, not mixed; unknown keywords are a TypeError."""
+    from cog.features.options import DataRoots, ExtractOptions, FeatureSource
+
+    options = ExtractOptions(device="cpu", workers=0, progress=False)
+    source = FeatureSource(DataRoots(in1k_root=tree), options, random_init=True)
+    a = ensure_features("tiny-a", "in1k", "test", source)
+    n = len(fake_zoo.loads)
+    b = ensure_features(
+        "tiny-a", "in1k", "test", in1k_root=tree, device="cpu", workers=0, progress=False,
+        random_init=True,
+    )  # fmt: skip
+    assert a == b and len(fake_zoo.loads) == n  # reused, judged without loading the model
+    wider = dataclasses.replace(source, options=dataclasses.replace(options, dtype="float32"))
+    with pytest.raises(CogError, match="dtype"):
+        ensure_features("tiny-a", "in1k", "test", wider)
+    with pytest.raises(TypeError, match="in1k_rot"):
+        ensure_features("tiny-a", "in1k", "test", in1k_rot=tree)

@@ -370,3 +370,22 @@ def test_fast_probe_on_cuda_agrees_with_cpu(data, fast_fit):
         gpu.predict_proba(Xte), fast_fit.predict_proba(Xte), rtol=0, atol=1e-3
     )
     assert gpu.scores(Xte, yte) == fast_fit.scores(Xte, yte)
+
+
+def test_source_name_names_the_file_of_any_feature_source(tmp_path):
+    """One namer for errors about features: an HDF5 dataset, a FeatureSet, a cache path."""
+    import types
+
+    import h5py
+
+    from cog.protocols.sampling import source_name
+
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f["features"] = np.zeros((2, 3), np.float32)
+        assert source_name(f["features"]) == f"{path}:/features"
+        wrapped = types.SimpleNamespace(features=f["features"])  # a FeatureSet's shape
+        assert source_name(wrapped) == f"{path}:/features"
+    assert source_name(types.SimpleNamespace(path=path)) == f"{path}:features"
+    assert source_name(np.zeros((2, 3))) == "the feature array"
+    assert source_name(np.zeros(1), "the input features") == "the input features"

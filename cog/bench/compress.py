@@ -10,6 +10,7 @@ from typing import Any
 from cog import CogError
 from cog.compress.base import _plain, _Projector
 from cog.compress.files import load_estimator, make_estimator
+from cog.features.options import FeatureSource, updated
 
 
 def projection_dir() -> Path:
@@ -65,15 +66,17 @@ def compress_model(
     overwrite: bool = False,
     register: bool = True,
     echo: Any = print,
-    **feature_kw: Any,
+    source: FeatureSource | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Fit a TLDR / PCA-w projection on `model`'s cached features of `fit_on`, save it under
     $COG_HOME/projections/ and register the composite zoo card `<model>+<method><dim>`.
 
-    The cache is made (or resumed) by cog.features.ensure.ensure_features with `feature_kw`
-    (cache_dir, in1k_root, device, random_init, ...). A projection already fitted with the
-    same parameters on the same cache is reused, and an interrupted TLDR fit resumes from
-    its checkpoint. Returns {name, path, sha256, card, reused, fit_info}.
+    The cache is made (or resumed) by cog.features.ensure.ensure_features from `source`
+    (cog.features.options.FeatureSource; keyword `settings` name its fields).
+    A projection already fitted with the same parameters on the same cache is reused, and
+    an interrupted TLDR fit resumes from its checkpoint.
+    Returns {name, path, sha256, card, reused, fit_info}.
     """
     from cog import zoo
     from cog.features.cache import open_features
@@ -88,11 +91,12 @@ def compress_model(
         )
     dataset, split = parse_fit_on(fit_on)
     params = dict(params or {})
-    device = feature_kw.get("device", "auto")
+    source = updated(source, settings, "compress_model")
+    device = source.options.device
     est = make_estimator(method, int(dim), device=device, **params)
     name = name or composite_name(card.name, method, dim)
     path = Path(out) if out is not None else projection_dir() / f"{name}.pt"
-    cache = ensure_features(card.name, dataset, split, **feature_kw)
+    cache = ensure_features(card.name, dataset, split, source)
     with open_features(cache) as fs:
         weights = str(fs.attrs.get("weights_sha256"))
         images = str(fs.attrs.get("images_sha256"))
@@ -109,7 +113,7 @@ def compress_model(
                     "pass --overwrite to replace it, or --name to keep both"
                 )
             echo(f"{name}: fitting {method} ({fs.dim} -> {dim}) on {len(fs)} {fit_on} features")
-            est.set_params(verbose=bool(feature_kw.get("progress", True)))
+            est.set_params(verbose=source.options.progress)
             ckpt = path.with_name(f".{path.name}.ckpt")
             if method == "tldr":  # the kNN graph is shared by fits at other d (study)
                 est.fit(fs.features, checkpoint=ckpt, knn_cache=path.parent / ".knn")

@@ -19,6 +19,7 @@ from cog.bench.leaderboard import (
     dataset_order,
 )
 from cog.features.images import SPLITS  # noqa: F401 (re-exported)
+from cog.features.options import DataRoots, ExtractOptions, FeatureSource
 from cog.io import sha256_file
 from cog.protocols.sampling import FEW_SHOT_N, SEEDS, validation_size
 
@@ -33,13 +34,14 @@ VERSIONED_PACKAGES = ("torch", "timm", "scikit-learn", "numpy", "h5py", "optuna"
 
 @dataclass
 class EvalConfig:
-    """Everything one `cog-eval` invocation was asked for (stored in every run JSON)."""
+    """Everything one `cog-eval` invocation was asked for (stored in every run JSON).
+
+    Where the data is (`roots`) and how missing caches are extracted (`extraction`) are
+    the bundles of cog.features.options, passed on whole to `ensure_features`."""
 
     model: str
-    in1k_root: Path | None = None
-    imagenet_root: Path | None = None
-    levels: Path | None = None
-    splits: Path | None = None
+    roots: DataRoots = field(default_factory=DataRoots)
+    extraction: ExtractOptions = field(default_factory=ExtractOptions)
     out: Path = Path("results")
     cache_dir: Path | None = None
     datasets: tuple[str, ...] | None = None
@@ -49,17 +51,24 @@ class EvalConfig:
     protocol: str = "fast"
     knn: bool = True
     random_init: bool = False
-    device: str = "auto"
     force: bool = False
-    progress: bool = True
-    workers: int | None = None  # extraction: decoding processes (None: the extractor's choice)
-    batch_size: int | None = None  # extraction batch (None: the extractor's choice)
     overwrite_features: bool = False  # replace caches made with other settings
     checkpoint: Path | None = None  # a local weights file instead of the card's sources
-    exact: bool = False  # extraction: the card's exact preprocessing (default: fast path)
-    jpeg_draft: bool = False  # extraction: reduced-scale JPEG decoding (opt-in, not exact)
-    decode: str = "auto"  # extraction: auto | gpu | cpu decode path (cog.features.decode; recorded)
-    dtype: str = "float16"  # extraction: stored feature type (float16 or float32)
+
+    @property
+    def device(self) -> str:
+        """The one device of the run: extraction and probes."""
+        return self.extraction.device
+
+    @property
+    def progress(self) -> bool:
+        return self.extraction.progress
+
+    def source(self) -> FeatureSource:
+        """What `ensure_features` needs to find or make this run's caches."""
+        return FeatureSource(
+            self.roots, self.extraction, self.cache_dir, self.checkpoint, self.random_init
+        )
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -70,26 +79,13 @@ class EvalConfig:
             )
         if self.checkpoint is not None and self.random_init:
             raise CogError("--checkpoint and --random-init exclude each other; pick one")
-        if self.dtype not in ("float16", "float32"):
-            raise CogError(f"--dtype {self.dtype!r}: choose float16 or float32")
-        if self.workers is not None and self.workers < 0:
-            raise CogError(f"--workers {self.workers}: give 0 or more decoding processes")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise CogError(f"--batch-size {self.batch_size}: give a positive batch size")
         if self.few_shot and (not self.shots or min(self.shots) < 1):
             raise CogError(f"--shots {self.shots}: give positive numbers of images per class")
-        for opt, p in (
-            ("--in1k-root", self.in1k_root),
-            ("--imagenet-root", self.imagenet_root),
-        ):
-            if p is not None and not Path(p).is_dir():
-                raise CogError(f"{opt} {p}: no such folder; pass the dataset's root folder")
-        for opt, p in (("--levels", self.levels), ("--splits", self.splits)):
-            if p is not None and not Path(p).exists():
-                raise CogError(f"{opt} {p}: no such file")
+        self.roots.check()
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["roots"], d["extraction"] = self.roots.to_dict(), self.extraction.to_dict()
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
@@ -202,7 +198,7 @@ def level_count(levels: Path | None) -> int:
 
 def resolve_datasets(cfg: EvalConfig) -> list[str]:
     """The requested datasets, checked against the number of levels in the levels file."""
-    n = level_count(cfg.levels)
+    n = level_count(cfg.roots.levels)
     known = ["in1k"] + [f"cog_l{k}" for k in range(1, n + 1)]
     if cfg.datasets is None:
         return known
@@ -210,7 +206,7 @@ def resolve_datasets(cfg: EvalConfig) -> list[str]:
     if bad:
         raise CogError(
             f"--datasets: unknown dataset(s) {', '.join(bad)}; choose from {', '.join(known)}"
-            + ("" if cfg.levels is None else f" ({cfg.levels} has {n} levels)")
+            + ("" if cfg.roots.levels is None else f" ({cfg.roots.levels} has {n} levels)")
         )
     if len(set(cfg.datasets)) != len(cfg.datasets):
         raise CogError(f"--datasets {','.join(cfg.datasets)}: a dataset is listed twice")
@@ -220,13 +216,13 @@ def resolve_datasets(cfg: EvalConfig) -> list[str]:
 def check_roots(cfg: EvalConfig, datasets: Sequence[str]) -> None:
     """Fail before any work when a dataset's image root is not given: the extractor needs it
     to make a cache, and to check that an existing one still matches the images."""
-    if "in1k" in datasets and cfg.in1k_root is None:
+    if "in1k" in datasets and cfg.roots.in1k_root is None:
         raise CogError(
             "in1k needs --in1k-root DIR (the folder holding train/ and val/); pass it, or "
             "leave in1k out of --datasets"
         )
     levels = [d for d in datasets if d != "in1k"]
-    if levels and cfg.imagenet_root is None:
+    if levels and cfg.roots.imagenet_root is None:
         raise CogError(
             f"{', '.join(levels)} need --imagenet-root DIR (the ImageNet-21K root) with "
             "--levels and --splits; pass it, or leave the CoG levels out of --datasets"

@@ -107,6 +107,7 @@ def run_demo(
     from cog.concepts.levels_report import write_levels
     from cog.concepts.splits import build_splits, write_splits
     from cog.features import synthetic
+    from cog.features.options import DataRoots, ExtractOptions
 
     out = Path(out)
     if model is None:
@@ -167,19 +168,14 @@ def run_demo(
     evaluate(
         EvalConfig(
             model=model,
-            in1k_root=in1k,
-            imagenet_root=in21k,
-            levels=out / "levels",
-            splits=out / "splits",
+            roots=DataRoots(in1k, in21k, levels=out / "levels", splits=out / "splits"),
+            extraction=ExtractOptions(device=device, progress=progress, workers=0),
             out=out,
             cache_dir=out / "features",
             few_shot=True,
             shots=SHOTS,
             seeds=SEEDS,
             random_init=random_init,
-            device=device,
-            progress=progress,
-            workers=0,
         ),
         echo=echo,
     )

@@ -147,13 +147,13 @@ class Evaluator:
 
     def _data_files(self, ds: str) -> dict:
         """Where a dataset's images and lists came from, with the lists' sha256."""
-        cfg = self.cfg
+        r = self.cfg.roots
         if ds == "in1k":
-            return {"in1k_root": str(cfg.in1k_root) if cfg.in1k_root else None}
+            return {"in1k_root": str(r.in1k_root) if r.in1k_root else None}
         return {
-            "imagenet_root": str(cfg.imagenet_root) if cfg.imagenet_root else None,
-            "levels": _file_record(levels_file(cfg.levels)),
-            "splits": _file_record(splits_file(cfg.splits)),
+            "imagenet_root": str(r.imagenet_root) if r.imagenet_root else None,
+            "levels": _file_record(levels_file(r.levels)),
+            "splits": _file_record(splits_file(r.splits)),
         }
 
     def prepare(self) -> dict[str, tuple[Split, Split]]:
@@ -206,25 +206,7 @@ class Evaluator:
 
         cfg = self.cfg
         return ensure_features(
-            self.card.name,
-            ds,
-            split,
-            cache_dir=cfg.cache_dir,
-            in1k_root=cfg.in1k_root,
-            imagenet_root=cfg.imagenet_root,
-            levels=cfg.levels,
-            splits=cfg.splits,
-            random_init=cfg.random_init,
-            checkpoint=cfg.checkpoint,
-            exact=cfg.exact,
-            jpeg_draft=cfg.jpeg_draft,
-            decode=cfg.decode,
-            dtype=cfg.dtype,
-            device=cfg.device,
-            workers=cfg.workers,
-            batch_size=cfg.batch_size,
-            overwrite=cfg.overwrite_features,
-            progress=cfg.progress,
+            self.card.name, ds, split, cfg.source(), overwrite=cfg.overwrite_features
         )
 
     # ---- runs

@@ -16,6 +16,7 @@ from cog.bench.compress import compress_model
 from cog.compress.base import _plain
 from cog.compress.files import METHODS, load_projection, make_estimator
 from cog.compress.matrix import project
+from cog.features.options import FeatureSource, updated
 from cog.io import atomic_write
 
 # --------------------------------------------------------------------------- zoo integration
@@ -53,7 +54,8 @@ def study(
     out: str | Path = "results/figures",
     overwrite: bool = False,
     echo: Any = print,
-    **feature_kw: Any,
+    source: FeatureSource | None = None,
+    **settings: Any,
 ) -> Any:
     """Fit every method at every d on `fit_on`, score each dataset's projected features
     (top-1 of the fast linear probe, or kNN), and compare with the uncompressed features.
@@ -74,11 +76,12 @@ def study(
         make_estimator(m, 1)  # validates the name
     if not dims or min(int(d) for d in dims) < 1:
         raise CogError(f"--dims {list(dims)}: give positive dimensions, e.g. 16,32,64,128,256")
+    source = updated(source, settings, "study")
     card = zoo.get_card(model)
     if datasets is None:
         from cog.bench.config import level_count
 
-        n_levels = level_count(feature_kw.get("levels"))
+        n_levels = level_count(source.roots.levels)
         datasets = ["in1k", *(f"cog_l{k}" for k in range(1, n_levels + 1))]
     out = Path(out)
     record_path = out / f"tldr_{card.name}.json"
@@ -104,7 +107,7 @@ def study(
             json.dump({"config": config, "rows": list(done.values())}, f, indent=1)
 
     caches = {
-        (ds, sp): ensure_features(card.name, ds, sp, **feature_kw)
+        (ds, sp): ensure_features(card.name, ds, sp, source)
         for ds in datasets
         for sp in ("train", "test")
     }
@@ -124,7 +127,7 @@ def study(
                 params=(params or {}).get(m),
                 overwrite=overwrite,
                 echo=echo,
-                **feature_kw,
+                source=source,
             )
     for ds in datasets:
         with open_features(caches[(ds, "train")]) as tr, open_features(caches[(ds, "test")]) as te:
@@ -142,7 +145,7 @@ def study(
                     te.features,
                     yte,
                     seed,
-                    feature_kw.get("device", "auto"),
+                    source.options.device,
                 )
                 keep(
                     {
@@ -160,7 +163,7 @@ def study(
                     continue
                 echo(f"{ds}: scoring {fit['name']}")
                 module = load_projection(fit["path"])
-                dev = feature_kw.get("device", "auto")
+                dev = source.options.device
                 ztr, zte = project(module, tr, device=dev), project(module, te, device=dev)
                 top1 = _score(metric, ztr, ytr, zte, yte, seed, dev)
                 keep({"key": key, "dataset": ds, "method": m, "dim": d, "top1": 100 * top1})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,8 @@ def finished(cfg: EvalConfig, units: Sequence[Unit]) -> bool:
 
 def job(cfg: EvalConfig, units: list[Unit]) -> list[Outcome]:
     """What runs on the cluster node: the model's units, no progress bars."""
-    return run_units(dataclasses.replace(cfg, progress=False), units, echo=print)
+    quiet = dataclasses.replace(cfg.extraction, progress=False)
+    return run_units(dataclasses.replace(cfg, extraction=quiet), units, echo=print)
 
 
 def executor(opts: JobOptions):
@@ -120,8 +122,24 @@ def submit(
         try:
             outcomes.extend(j.result())
         except Exception as e:  # the job itself died (time limit, node failure, ...)
-            msg = f"job {j.job_id}: {str(e).strip().splitlines()[-1] if str(e) else e!r}"
+            msg = f"job {j.job_id}: {job_error(e)}"
             outcomes.append(
                 Outcome(leaderboard_model_name(m, cfg.random_init), "failed", error=msg)
             )
     return outcomes, ids
+
+
+_RAISED = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)): ")
+
+
+def job_error(e: BaseException) -> str:
+    """The line of a failed job's error that says what went wrong: submitit's message ends
+    with the paths of the logs, so the last `SomethingError: ...` line is taken, with the
+    log path of its last line kept for the details."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return repr(e)
+    raised = [ln for ln in lines if _RAISED.match(ln)]
+    if not raised or raised[-1] == lines[-1]:
+        return lines[-1]
+    return f"{raised[-1]} (log: {lines[-1].lstrip('- ').strip()})"

@@ -132,6 +132,106 @@ def add_trust_checkpoint(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: mirror of cog.bench.leaderboard.RANDOM_INIT_SUFFIX (tests/test_cli.py checks it)
+RANDOM_INIT_SUFFIX = "+random-init"
+
+
+def add_weights(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Which weights: `--checkpoint`, `--trust-checkpoint`, `--random-init`."""
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="local weights file in the card's original layout (instead of its sources)",
+    )
+    add_trust_checkpoint(p)
+    p.add_argument(
+        "--random-init",
+        action="store_true",
+        help="RANDOM weights (smoke runs, baselines; never results): caches and leaderboard "
+        f"rows are named MODEL{RANDOM_INIT_SUFFIX}",
+    )
+
+
+def add_extraction(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup, batch_option: str = "--batch-size"
+) -> None:
+    """The fields of cog.features.options.ExtractOptions as options (read back by
+    `extract_options`); `batch_option` renames the batch size where a command has
+    another one (cog-tldr's TLDR batch)."""
+    from cog.features.options import DECODES, DTYPES, PRECISIONS
+
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="the card's torchvision transform itself (default: the fast path, the same "
+        "resize and crop in uint8, normalized on the device; checked against the transform "
+        "before each run)",
+    )
+    p.add_argument(
+        "--jpeg-draft",
+        action="store_true",
+        help="fast path also decodes large JPEGs at reduced DCT scale: faster, but not the "
+        "protocol's pixels (README: measured deviation; recorded in the cache)",
+    )
+    p.add_argument(
+        "--decode",
+        choices=DECODES,
+        default="auto",
+        help="where JPEGs are decoded and resized: gpu = on the model's device (nvJPEG), "
+        "cpu = decoded in the loader workers, auto = gpu only on CUDA after a start-up "
+        "self-check on a sample of the run's own files meets the fidelity bar (recorded "
+        "in the cache; caches of the two paths never mix)",
+    )
+    p.add_argument("--dtype", choices=DTYPES, default="float16", help="stored feature type")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="compute precision: auto = bf16/fp16 autocast on CUDA, fp32 on CPU",
+    )
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
+    p.add_argument(
+        batch_option,
+        dest="extract_batch_size",
+        type=int,
+        help="images per forward pass (default: 256 on CUDA, halved on OOM; 32 on CPU)",
+    )
+    p.add_argument(
+        "--workers", type=int, help="decoding processes (0: in the main process; default: auto)"
+    )
+
+
+def _bundle(cls: type, args: argparse.Namespace, **given: Any) -> Any:
+    """Dataclass `cls` from the options of the same names (`given` for the others)."""
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in given]
+    return cls(**{n: getattr(args, n) for n in names}, **given)
+
+
+def extract_options(args: argparse.Namespace) -> Any:
+    """The ExtractOptions that `add_extraction`'s options (and `--quiet`) describe."""
+    from cog.features.options import ExtractOptions
+
+    return _bundle(
+        ExtractOptions, args, batch_size=args.extract_batch_size, progress=not args.quiet
+    )
+
+
+def data_roots(args: argparse.Namespace) -> Any:
+    """The DataRoots that `add_roots` and `add_levels_splits` describe."""
+    from cog.features.options import DataRoots
+
+    return _bundle(DataRoots, args)
+
+
+def feature_source(args: argparse.Namespace) -> Any:
+    """The FeatureSource of a command with roots, extraction, weights and --cache-dir."""
+    from cog.features.options import FeatureSource
+
+    return _bundle(FeatureSource, args, roots=data_roots(args), options=extract_options(args))
+
+
 # ----------------------------------------------------------------------------- parser
 
 

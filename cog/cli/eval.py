@@ -20,18 +20,20 @@ from cog.cli import (
     CogParser,
     add_datasets,
     add_deprecated,
+    add_extraction,
     add_levels_splits,
     add_out,
     add_overwrite,
     add_quiet,
     add_roots,
-    add_trust_checkpoint,
+    add_weights,
     check_cache_dir,
     check_out_dir,
+    data_roots,
+    extract_options,
     friendly_errors,
     int_list,
 )
-from cog.cli.extract import add_decode_argument
 
 # Mirrors of library constants (tests/test_cli.py checks they agree): importing the library
 # here would pull in numpy, pandas and torch before --help could answer.
@@ -39,7 +41,6 @@ DATASETS = ("in1k", "cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5")
 DEFAULT_SEEDS = (22, 37, 45, 77, 93)
 DEFAULT_SHOTS = (1, 2, 4, 8, 16, 32, 64, 128)
 PROTOCOLS = ("fast", "reference")
-RANDOM_INIT_SUFFIX = "+random-init"
 CLUSTERS = ("slurm", "local")
 
 EPILOG = """examples:
@@ -87,13 +88,6 @@ def parser() -> argparse.ArgumentParser:
         default=True,
         help="kNN top-1 (k=20, cosine, T=0.07) on the all-data setting (default: on)",
     )
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help=f"evaluate RANDOM weights (smoke tests, baselines); rows are named "
-        f"MODEL{RANDOM_INIT_SUFFIX}",
-    )
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
     add_overwrite(
         p,
         "redo finished runs and replace feature caches made with other settings (other "
@@ -101,36 +95,9 @@ def parser() -> argparse.ArgumentParser:
     )
     add_deprecated(p, "--force", "force", "--overwrite")
     add_quiet(p)
-    g = p.add_argument_group("feature extraction (for caches that are missing)")
-    g.add_argument(
-        "--workers", type=int, help="decoding processes (0: in the main process; default: auto)"
-    )
-    g.add_argument("--batch-size", type=int, help="images per forward pass (default: auto)")
-    g.add_argument(
-        "--checkpoint",
-        type=Path,
-        help="local weights file in the card's original layout (instead of its sources)",
-    )
-    add_trust_checkpoint(g)
-    g.add_argument(
-        "--exact",
-        action="store_true",
-        help="the card's torchvision transform itself (default: the fast path, same pixels "
-        "in uint8, checked against the transform before each extraction)",
-    )
-    g.add_argument(
-        "--jpeg-draft",
-        action="store_true",
-        help="decode large JPEGs at reduced DCT scale (faster, not the protocol's pixels; "
-        "the measured deviation is in the README and recorded in each cache)",
-    )
-    add_decode_argument(g)
-    g.add_argument(
-        "--dtype",
-        choices=("float16", "float32"),
-        default="float16",
-        help="stored feature type (default: float16)",
-    )
+    g = p.add_argument_group("weights, and feature extraction (for caches that are missing)")
+    add_weights(g)
+    add_extraction(g)
     g.add_argument(
         "--overwrite-features",
         action="store_true",
@@ -171,10 +138,8 @@ def config_from_args(args: argparse.Namespace):
         raise CogError("--shots needs --few-shot (the few-shot setting is off by default)")
     return EvalConfig(
         model=args.model[0] if len(args.model) == 1 else "",
-        in1k_root=args.in1k_root,
-        imagenet_root=args.imagenet_root,
-        levels=args.levels,
-        splits=args.splits,
+        roots=data_roots(args),
+        extraction=extract_options(args),
         out=args.out,
         cache_dir=args.cache_dir,
         datasets=args.datasets,
@@ -184,17 +149,9 @@ def config_from_args(args: argparse.Namespace):
         protocol=args.protocol,
         knn=args.knn,
         random_init=args.random_init,
-        device=args.device,
         force=args.force or args.overwrite,
-        progress=not args.quiet,
-        workers=args.workers,
-        batch_size=args.batch_size,
         overwrite_features=args.overwrite_features or args.overwrite,
         checkpoint=args.checkpoint,
-        exact=args.exact,
-        jpeg_draft=args.jpeg_draft,
-        decode=args.decode,
-        dtype=args.dtype,
     )
 
 
@@ -268,10 +225,13 @@ def run_batch(args: argparse.Namespace, cfg) -> int:
         i, n, where = env
         local = os.environ.get("LOCAL_RANK")
         if cfg.device == "auto" and local is not None:
+            import dataclasses
+
             import torch
 
             if torch.cuda.is_available():
-                cfg.device = f"cuda:{int(local) % torch.cuda.device_count()}"
+                device = f"cuda:{int(local) % torch.cuda.device_count()}"
+                cfg.extraction = dataclasses.replace(cfg.extraction, device=device)
     if args.submit:
         opts = JobOptions(
             cluster=args.submit,

@@ -14,15 +14,17 @@ from typing import Any
 from cog.cli import (
     CogParser,
     add_datasets,
+    add_extraction,
     add_levels_splits,
     add_out,
     add_overwrite,
     add_quiet,
     add_roots,
-    add_trust_checkpoint,
+    add_weights,
     check_cache_dir,
     check_out_dir,
     check_out_file,
+    feature_source,
     friendly_errors,
     int_list,
     name_list,
@@ -51,17 +53,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, help="feature cache (default: $COG_HOME/features)")
     add_roots(p)
     add_levels_splits(p)
-    p.add_argument("--checkpoint", type=Path, help="weights file instead of the card's")
-    add_trust_checkpoint(p)
-    p.add_argument(
-        "--random-init",
-        action="store_true",
-        help="use RANDOM backbone weights (smoke tests only)",
-    )
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda:N")
-    p.add_argument("--workers", type=int, help="decoding processes for missing caches")
     add_overwrite(p, "refit instead of reusing results")
     add_quiet(p)
+    g = p.add_argument_group(
+        "weights, and feature extraction (for caches that are missing; --device also fits)"
+    )
+    add_weights(g)
+    add_extraction(g, batch_option="--extract-batch-size")
     g = p.add_argument_group("TLDR (defaults: the authors' settings)")
     g.add_argument("--n-neighbors", type=int, help="k of the kNN positives (default 5)")
     g.add_argument("--encoder", choices=ENCODERS, help="encoder kept after training (linear)")
@@ -125,21 +123,6 @@ def _params(args: argparse.Namespace, method: str) -> dict[str, Any]:
     return out
 
 
-def _feature_kw(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        cache_dir=args.cache_dir,
-        in1k_root=args.in1k_root,
-        imagenet_root=args.imagenet_root,
-        levels=args.levels,
-        splits=args.splits,
-        checkpoint=args.checkpoint,
-        random_init=args.random_init,
-        device=args.device,
-        workers=args.workers,
-        progress=not args.quiet,
-    )
-
-
 @friendly_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
@@ -167,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             out=args.out,
             overwrite=args.overwrite,
-            **_feature_kw(args),
+            source=feature_source(args),
         )
         info = res["fit_info"]
         print(
@@ -191,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         params={m: _params(args, m) for m in args.methods},
         out=args.out,
         overwrite=args.overwrite,
-        **_feature_kw(args),
+        source=feature_source(args),
     )
     shown = table[["dataset", "method", "dim", "top1", "ratio"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

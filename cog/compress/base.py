@@ -15,10 +15,11 @@ from sklearn.base import BaseEstimator
 from torch import nn
 
 from cog import CogError
-from cog.compress.matrix import _describe, project
+from cog.compress.matrix import project
 from cog.compress.nets import Projection
 from cog.estimator import check_fitted
 from cog.io import atomic_write
+from cog.protocols.sampling import source_name
 from cog.protocols.store import feature_rows
 
 FORMAT = "cog-projection"
@@ -66,7 +67,7 @@ class _Projector(BaseEstimator):
     def transform(self, X: Any, l2_norm: bool = False, batch_size: int = 65536) -> np.ndarray:
         """Project X ([N, D] array, tensor, HDF5 dataset or FeatureSet) to float32 [N, d]."""
         self._check_fitted()
-        name = _describe(X)
+        name = source_name(X)
         src, _, dim = feature_rows(X, name)
         if dim != self.input_dim_:
             raise CogError(

@@ -17,22 +17,13 @@ from tqdm.auto import tqdm
 
 from cog import CogError
 from cog.device import resolve_device
+from cog.protocols.sampling import source_name
 from cog.protocols.store import feature_rows, iter_rows
 
 _CHUNK_ROWS = 65536
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def _describe(X: Any) -> str:
-    """A name for error messages: the HDF5 file and dataset when there is one."""
-    for obj in (X, getattr(X, "features", None)):
-        f = getattr(obj, "file", None)
-        if f is not None and hasattr(f, "filename"):
-            return f"{f.filename}:{obj.name}"
-    path = getattr(X, "path", None)
-    return f"{path}:features" if path is not None else "the input features"
 
 
 def _iter_rows(src: Any, rows: int = _CHUNK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
@@ -56,7 +47,7 @@ def load_matrix(X: Any, name: str | None = None, *, progress: bool = False) -> n
     HDF5 datasets are read in chunks (with progress when asked), so that a float16 cache
     does not pass through a float64 copy.
     """
-    name = name or _describe(X)
+    name = name or source_name(X)
     src, n, dim = feature_rows(X, name)
     if isinstance(src, np.ndarray) and src.dtype == np.float32 and src.flags.c_contiguous:
         out = src
@@ -84,7 +75,7 @@ def project(
 ) -> np.ndarray:
     """Apply a loaded projection to [N, D] features (array, HDF5 dataset or FeatureSet) in
     batches; NaN/inf rows raise CogError rather than poisoning the output."""
-    name = name or _describe(X)
+    name = name or source_name(X)
     src, n, _ = feature_rows(X, name)
     dev = resolve_device(device)
     module = module.to(dev).eval()

@@ -14,13 +14,13 @@ from cog import CogError
 from cog.compress.base import _Projector
 from cog.compress.matrix import (
     _CHUNK_ROWS,
-    _describe,
     _iter_rows,
     _raise_on_nonfinite,
 )
 from cog.compress.nets import _Whitening
 from cog.device import resolve_device
 from cog.estimator import check_number
+from cog.protocols.sampling import source_name
 from cog.protocols.store import feature_rows
 
 # --------------------------------------------------------------------------- PCA whitening
@@ -57,7 +57,7 @@ class PCAW(_Projector):
         """Estimate mean and covariance of X; y is ignored."""
         check_number(self.power, "power", low=0.0)
         check_number(self.eps, "eps", low=0.0, low_open=True)
-        name = _describe(X)
+        name = source_name(X)
         src, n, dim = feature_rows(X, name)
         self._check_dims(n, dim, name)
         if n < 2:

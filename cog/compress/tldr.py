@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from cog import CogError
 from cog.compress.base import _plain, _Projector
 from cog.compress.knn_graph import _cached_graph, _fingerprint, knn_graph
-from cog.compress.matrix import _describe, load_matrix
+from cog.compress.matrix import load_matrix
 from cog.compress.nets import (
     ENCODERS,
     LARS,
@@ -39,6 +39,7 @@ from cog.compress.nets import (
 from cog.device import resolve_device
 from cog.estimator import check_number
 from cog.io import atomic_write
+from cog.protocols.sampling import source_name
 
 # --------------------------------------------------------------------------- TLDR
 
@@ -134,7 +135,7 @@ class TLDR(_Projector):
         settings, so fits at other dimensions on the same features skip the search.
         """
         self._validate()
-        name = _describe(X)
+        name = source_name(X)
         Xf = load_matrix(X, name, progress=self.verbose)
         n, dim = Xf.shape
         self._check_dims(n, dim, name)

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-DECODES = ("auto", "cpu", "gpu")
 #: the fidelity bar (real-weights issue): per-image feature cosine to the CPU path
 MIN_COSINE = 0.9999
 #: SOF markers the device decoder takes: baseline, extended sequential, progressive Huffman

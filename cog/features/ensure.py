@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -16,6 +17,7 @@ from cog import CogError
 from cog.features.extract import _atomic_h5, _write_lists, extract
 from cog.features.images import dataset_images
 from cog.features.integrity import verify_file
+from cog.features.options import ExtractOptions, FeatureSource, updated
 from cog.features.settings import (
     IMPLICIT,
     RANDOM_INIT_SUFFIX,
@@ -23,7 +25,6 @@ from cog.features.settings import (
     _card_settings,
     _existing_attrs,
     _mismatch,
-    _mode,
     _stale_error,
     cache_path,
 )
@@ -35,105 +36,61 @@ def ensure_features(
     model: str,
     dataset: str,
     split: str,
+    source: FeatureSource | None = None,
     *,
-    cache_dir: str | Path | None = None,
-    in1k_root: str | Path | None = None,
-    imagenet_root: str | Path | None = None,
-    levels: str | Path | None = None,
-    splits: str | Path | None = None,
-    checkpoint: str | Path | None = None,
-    random_init: bool = False,
-    exact: bool = False,
-    device: str = "auto",
-    dtype: str = "float16",
-    precision: str = "auto",
-    batch_size: int | None = None,
-    workers: int | None = None,
     overwrite: bool = False,
-    progress: bool = True,
-    jpeg_draft: bool = False,
-    decode: str = "auto",
+    **settings: Any,
 ) -> Path:
     """The cache of zoo model `model` on (dataset, split), extracting (or resuming) it if
-    needed. Composite cards (card.base) project the base model's cache, never re-decoding."""
+    needed. `source` (cog.features.options.FeatureSource) says where the data and caches
+    are, which weights and how to extract; keyword `settings` name its fields or those of
+    its bundles for a one-off call (`in1k_root=...`, `exact=True`, `cache_dir=...`).
+    Composite cards (card.base) project the base model's cache, never re-decoding."""
     from cog import zoo
 
+    src = updated(source, settings, "ensure_features")
     card = zoo.get_card(model)
     # random weights get their own folder (named like their leaderboard rows), so that a
     # smoke run never sits beside, or is mistaken for, the trained model's cache
-    folder = f"{card.name}{RANDOM_INIT_SUFFIX}" if random_init else card.name
-    out = cache_path(folder, dataset, split, cache_dir)
-    kw = dict(
-        cache_dir=cache_dir,
-        in1k_root=in1k_root,
-        imagenet_root=imagenet_root,
-        levels=levels,
-        splits=splits,
-        checkpoint=checkpoint,
-        random_init=random_init,
-        exact=exact,
-        device=device,
-        dtype=dtype,
-        precision=precision,
-        batch_size=batch_size,
-        workers=workers,
-        overwrite=False,
-        progress=progress,
-        jpeg_draft=jpeg_draft,
-        decode=decode,
-    )
+    folder = f"{card.name}{RANDOM_INIT_SUFFIX}" if src.random_init else card.name
+    out = cache_path(folder, dataset, split, src.cache_dir)
     if getattr(card, "base", None):
-        base = ensure_features(card.base, dataset, split, **kw)
-        return project_features(card, base, out, dtype=dtype, overwrite=overwrite)
-    images = dataset_images(
-        dataset,
-        split,
-        in1k_root=in1k_root,
-        imagenet_root=imagenet_root,
-        levels=levels,
-        splits=splits,
-    )
+        base = ensure_features(card.base, dataset, split, src)
+        return project_features(card, base, out, dtype=src.options.dtype, overwrite=overwrite)
+    images = dataset_images(dataset, split, src.roots)
     # a complete cache is checked without loading the model when the weights' digest is
     # known beforehand: random init, a checkpoint file, or the card's weights already on
     # disk (zoo.load hashes the same file, so the digests agree)
-    if random_init:
+    if src.random_init:
         known = "random-init"
-    elif checkpoint:
-        ckpt = Path(checkpoint).expanduser()
+    elif src.checkpoint:
+        ckpt = src.checkpoint
         known = zoo.file_sha256(ckpt) if ckpt.is_file() else None  # load() names a bad path
     else:
         known = zoo.cached_weights_sha256(card)
-    if known and out.exists() and not overwrite:
-        old = _existing_attrs(out)
-        path = decode
-        if decode == "auto":  # cpu without CUDA; on CUDA either checked path is accepted
-            cuda = device != "cpu" and torch.cuda.is_available()
-            path = str((old or {}).get("decode", IMPLICIT["decode"])) if cuda else "cpu"
-        mode = _mode(exact, jpeg_draft)
-        settings = _card_settings(card, known, images, mode, dtype, path)
-        if (
-            old
-            and old.get("complete")
-            and not _mismatch(old, settings, None if precision == "auto" else precision)
-        ):
-            verify_file(out)  # a damaged cache is an error, never reused
-            return out
-    backbone = zoo.load(card.name, checkpoint=checkpoint, random_init=random_init, device="cpu")
-    return extract(
-        backbone,
-        images,
-        out,
-        exact=exact,
-        dtype=dtype,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        precision=precision,
-        overwrite=overwrite,
-        progress=progress,
-        jpeg_draft=jpeg_draft,
-        decode=decode,
+    options = src.options
+    if known and out.exists() and not overwrite and _reusable(out, card, known, images, options):
+        return out
+    backbone = zoo.load(
+        card.name, checkpoint=src.checkpoint, random_init=src.random_init, device="cpu"
     )
+    return extract(backbone, images, out, options, overwrite=overwrite)
+
+
+def _reusable(out: Path, card, known: str, images, options: ExtractOptions) -> bool:
+    """Whether the complete cache `out` was made with these settings (and is undamaged:
+    a damaged cache is an error, never reused), judged without loading the model."""
+    old = _existing_attrs(out)
+    path = options.decode
+    if path == "auto":  # cpu without CUDA; on CUDA either checked path is accepted
+        cuda = options.device != "cpu" and torch.cuda.is_available()
+        path = str((old or {}).get("decode", IMPLICIT["decode"])) if cuda else "cpu"
+    settings = _card_settings(card, known, images, options.mode, options.dtype, path)
+    asked = None if options.precision == "auto" else options.precision
+    if old and old.get("complete") and not _mismatch(old, settings, asked):
+        verify_file(out)
+        return True
+    return False
 
 
 def project_features(

@@ -27,8 +27,10 @@ import shutil
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -42,6 +44,7 @@ from cog.features import decode as devdecode
 from cog.features.images import ImageList
 from cog.features.integrity import seal, verify_file
 from cog.features.integrity import verify as verify_integrity
+from cog.features.options import ExtractOptions, updated_options
 from cog.features.pipeline import (
     _Bytes,
     _checked_pipeline,
@@ -55,11 +58,8 @@ from cog.features.pipeline import (
     default_workers,
 )
 from cog.features.settings import (
-    DECODES,
-    DTYPES,
     _existing_attrs,
     _mismatch,
-    _mode,
     _settings,
     _stale_error,
 )
@@ -168,63 +168,33 @@ def extract(
     backbone,
     images: ImageList,
     out: str | Path,
+    options: ExtractOptions | None = None,
     *,
-    exact: bool = False,
-    dtype: str = "float16",
-    device: str = "auto",
-    batch_size: int | None = None,
-    workers: int | None = None,
-    precision: str = "auto",
     overwrite: bool = False,
     segment: int | None = None,
-    progress: bool = True,
-    jpeg_draft: bool = False,
-    decode: str = "auto",
+    **settings: Any,
 ) -> Path:
     """Extract `backbone` features of `images` into the HDF5 cache `out` and return `out`.
 
-    A complete cache with the same settings is returned as is; one with other settings is
-    an error unless `overwrite`. A partial run left by a kill is resumed. Under torchrun
-    (WORLD_SIZE > 1) each rank extracts its share and rank 0 writes `out`.
-    `precision`: auto (bf16/fp16 autocast on CUDA, fp32 on CPU), fp32, bf16 or fp16.
-    `segment`: images per resumable unit (rounded up to a multiple of the batch size).
-    `jpeg_draft`: fast mode also decodes large JPEGs at reduced DCT scale (opt-in; not the
-    protocol's pixels, see DRAFT_NOTE). Before extracting, the model is checked against its
-    card's fingerprint and the fast path against the card's transform (both recorded).
-    `decode`: cpu, gpu (decode and resize on the model's device, cog.features.decode) or auto (gpu
-    only on CUDA after a start-up self-check on the run's own files passes; recorded).
+    `options` (cog.features.options.ExtractOptions) says how; keyword `settings` name its
+    fields for a one-off call (`extract(bb, images, out, exact=True)`). A complete cache
+    with the same settings is returned as is; one with other settings is an error unless
+    `overwrite`. A partial run left by a kill is resumed. Under torchrun (WORLD_SIZE > 1)
+    each rank extracts its share and rank 0 writes `out`. `segment`: images per resumable
+    unit (rounded up to a multiple of the batch size). Before extracting, the model is
+    checked against its card's fingerprint and the fast path against the card's transform
+    (both recorded); `decode` auto takes the device path only on CUDA after a self-check on
+    the run's own files passes (recorded).
     """
-    mode = _mode(exact, jpeg_draft)
-    if decode not in DECODES:
-        raise CogError(f"unknown decode path {decode!r}; choose one of {list(DECODES)}")
-    if decode == "gpu" and mode != "fast":
-        raise CogError(f"--decode gpu needs the fast mode (not {mode}); drop --exact/--jpeg-draft")
+    opts = updated_options(options, settings)
     t0 = time.perf_counter()
     out = Path(out)
-    if dtype not in DTYPES:
-        raise CogError(f"unknown feature dtype {dtype!r}; choose one of {list(DTYPES)}")
     if len(images) == 0:
         raise CogError(f"{images.root}: the image list is empty; nothing to extract")
     d = _dist_setup()
     try:
         with _lock(out) if d.world == 1 else contextlib.nullcontext():
-            return _extract(
-                backbone,
-                images,
-                out,
-                d,
-                mode,
-                dtype,
-                device,
-                batch_size,
-                workers,
-                precision,
-                overwrite,
-                segment,
-                progress,
-                t0,
-                decode,
-            )
+            return _extract(backbone, images, out, d, opts, overwrite, segment, t0)
     finally:
         if d.created:
             torch.distributed.destroy_process_group()
@@ -260,29 +230,34 @@ def _lock(out: Path):
     return held()
 
 
+@dataclass
+class _Job:
+    """One extraction past its checks: what the segment loop needs."""
+
+    backbone: Any
+    images: ImageList
+    settings: dict
+    pipeline: Any
+    opts: ExtractOptions
+    dev: torch.device
+    prec: str
+    d: _Dist
+    prep: Any = None  # the device pre-processing (cog.features.decode), None on the CPU path
+
+    @property
+    def talk(self) -> bool:
+        return self.opts.progress and self.d.rank == 0
+
+
 def _extract(
-    backbone,
-    images,
-    out,
-    d,
-    mode,
-    dtype,
-    device,
-    batch_size,
-    workers,
-    precision,
-    overwrite,
-    segment,
-    progress,
-    t0,
-    decode="cpu",
+    backbone, images, out: Path, d: _Dist, opts: ExtractOptions, overwrite: bool, segment, t0
 ) -> Path:
-    dev = _device(device, d)
-    prec = _precision(precision, dev, backbone.card)
+    dev = _device(opts.device, d)
+    prec = _precision(opts.precision, dev, backbone.card)
     parts = out.with_name(out.name + ".parts")
-    decode, open_choice = _decode_first(decode, mode, dev, out, parts)
-    settings = _settings(backbone, images, mode, dtype, decode)
-    asked = None if precision == "auto" else prec
+    decode, open_choice = _decode_first(opts.decode, opts.mode, dev, out, parts)
+    settings = _settings(backbone, images, opts.mode, opts.dtype, decode)
+    asked = None if opts.precision == "auto" else prec
     # read-only checks first: every rank sees the same files and raises the same error
     if out.exists():
         old = _existing_attrs(out)
@@ -293,7 +268,7 @@ def _extract(
         )
         if not diff:
             verify_file(out)  # a damaged cache is an error, never reused
-            if d.rank == 0 and progress:
+            if d.rank == 0 and opts.progress:
                 print(f"{out}: up to date, nothing to do", file=sys.stderr)
             return out
         if not overwrite:
@@ -310,10 +285,10 @@ def _extract(
             diff.append(f"precision: {started} here, {prec} {'asked' if asked else how}")
         if diff:
             raise _stale_error(parts, diff, "a partial extraction")
-    pipeline = _checked_pipeline(backbone, images, mode, settings, progress and d.rank == 0)
-    prep = _decode_path(
-        backbone, images, pipeline, settings, dev, open_choice, progress and d.rank == 0, d
-    )
+    talk = opts.progress and d.rank == 0
+    pipeline = _checked_pipeline(backbone, images, opts.mode, settings, talk)
+    prep = _decode_path(backbone, images, pipeline, settings, dev, open_choice, talk, d)
+    job = _Job(backbone, images, settings, pipeline, opts, dev, prec, d, prep)
     d.barrier()
     if d.rank == 0:
         _remove_stale_temporaries(out, parts)
@@ -322,7 +297,7 @@ def _extract(
                 out.unlink()
             shutil.rmtree(parts, ignore_errors=True)
         if not meta_path.is_file():
-            bs = batch_size or (CUDA_BATCH if dev.type == "cuda" else CPU_BATCH)
+            bs = opts.batch_size or (CUDA_BATCH if dev.type == "cuda" else CPU_BATCH)
             seg = bs * math.ceil((segment or SEGMENT_IMAGES) / bs)
             parts.mkdir(parents=True, exist_ok=True)
             meta = {
@@ -339,27 +314,12 @@ def _extract(
     d.barrier()
     meta = json.loads(meta_path.read_text())
     bs, seg = int(meta["batch_size"]), int(meta["segment"])
-    if batch_size and batch_size != bs and d.rank == 0:
+    if opts.batch_size and opts.batch_size != bs and d.rank == 0:
         print(
             f"resuming with batch size {bs} (the partial run's) so features stay identical",
             file=sys.stderr,
         )
-    _run(
-        backbone,
-        images,
-        parts,
-        settings,
-        pipeline,
-        dtype,
-        dev,
-        prec,
-        bs,
-        seg,
-        workers,
-        d,
-        progress,
-        prep,
-    )
+    _run(job, parts, bs, seg)
     d.barrier()
     if d.rank == 0:
         summary = _merge(
@@ -372,7 +332,7 @@ def _extract(
             prec,
             time.perf_counter() - t0,
         )
-        if progress:
+        if opts.progress:
             _print_summary(out, summary)
     d.barrier()
     return out
@@ -390,22 +350,10 @@ def _remove_stale_temporaries(out: Path, parts: Path) -> None:
             p.unlink()
 
 
-def _run(
-    backbone,
-    images,
-    parts,
-    settings,
-    pipeline,
-    dtype,
-    dev,
-    prec,
-    bs,
-    seg,
-    workers,
-    d,
-    progress,
-    prep=None,
-) -> None:
+def _run(job: _Job, parts: Path, bs: int, seg: int) -> None:
+    """Extract the segments of this rank that `parts` lacks, each written when complete."""
+    images, pipeline, settings, dev, d = job.images, job.pipeline, job.settings, job.dev, job.d
+    backbone, prep, dtype, workers = job.backbone, job.prep, job.opts.dtype, job.opts.workers
     done = _done_segments(parts)
     batches = _plan(len(images), seg, bs, done, d)
     if not batches:
@@ -423,12 +371,12 @@ def _run(
     model = backbone.to(dev).eval().to(memory_format=torch.channels_last)
     # cudnn.benchmark stays off: its timing-based choice of kernels could differ between a
     # run and its resumption, and resumed features must be identical
-    forward = _Forward(model, dev, prec)
+    forward = _Forward(model, dev, job.prec)
     total = sum(len(b) for b in batches)
     bar = tqdm(
         total=total,
         unit="img",
-        disable=not progress or d.rank != 0,
+        disable=not job.talk,
         smoothing=0.1,
         desc=f"{settings['model']} {settings['dataset']}/{settings['split']}"
         + (f" rank 0/{d.world}" if d.world > 1 else ""),
@@ -463,7 +411,7 @@ def _run(
                 buf, start = _new_buffer(), None
             bar.update(len(idx))
     bar.close()
-    if prep is not None and progress and stream.routed:
+    if prep is not None and job.opts.progress and stream.routed:
         tqdm.write(
             f"rank {d.rank}: {stream.routed} of {total} files took the CPU path (not plain "
             "JPEG, or refused by the device decoder); their repairs and failures are recorded"

@@ -9,6 +9,7 @@ caller, never dropped silently.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 import os
@@ -21,6 +22,7 @@ from PIL import Image, ImageFile
 
 from cog import CogError
 from cog.concepts.splits import list_class_images, read_split_file
+from cog.features.options import DataRoots
 from cog.io import WNID_RE
 from cog.listing import entry_kind, is_utf8, printable_name
 
@@ -223,14 +225,15 @@ def cog_images(
 def dataset_images(
     dataset: str,
     split: str,
-    *,
-    in1k_root: str | Path | None = None,
-    imagenet_root: str | Path | None = None,
-    levels: str | Path | None = None,
-    splits: str | Path | None = None,
+    roots: DataRoots | None = None,
+    **paths: str | Path | None,
 ) -> ImageList:
     """The ImageList of a benchmark dataset ("in1k", "cog_l1".."cog_l5") and split
-    ("train" | "test"; the in1k test split is the official validation set)."""
+    ("train" | "test"; the in1k test split is the official validation set), found under
+    `roots` (cog.features.options.DataRoots); keyword `paths` name its fields
+    (`in1k_root=...`) for a one-off call."""
+    r = dataclasses.replace(roots or DataRoots(), **paths)
+    in1k_root, imagenet_root, levels, splits = r.in1k_root, r.imagenet_root, r.levels, r.splits
     if dataset not in DATASETS:
         raise CogError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
     if split not in SPLITS:

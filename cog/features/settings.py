@@ -13,14 +13,11 @@ from pathlib import Path
 import h5py
 
 from cog import CogError
-from cog.features import decode as devdecode
 from cog.features.images import ImageList
+from cog.features.options import DECODES, DTYPES, PRECISIONS  # noqa: F401 (re-exported)
 from cog.io import cog_home
 
-DTYPES = ("float16", "float32")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 MODES = ("fast", "exact", "fast+jpeg-draft")
-DECODES = devdecode.DECODES
 #: measured with real weights (README, "Fast and exact modes"); written into draft caches
 DRAFT_NOTE = (
     "JPEG draft decoding (opt-in): JPEGs whose shorter side is >= 2x the resize target are "
@@ -71,12 +68,6 @@ def _settings(
     s = _card_settings(backbone.card, backbone.weights_sha256, images, exact, dtype, decode)
     s["checkpoint_load"] = str(getattr(backbone, "checkpoint_load", "weights_only"))
     return s
-
-
-def _mode(exact: bool, jpeg_draft: bool) -> str:
-    if exact and jpeg_draft:
-        raise CogError("--exact and --jpeg-draft exclude each other (exact decodes full size)")
-    return "exact" if exact else ("fast+jpeg-draft" if jpeg_draft else "fast")
 
 
 def _card_settings(

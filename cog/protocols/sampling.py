@@ -31,18 +31,19 @@ def reference_lr(epoch: int, lr0: float, epochs: int = 100) -> float:
     return lr0 * 0.5 * (1.0 + math.cos(math.pi * e / epochs))
 
 
-def source_name(X: Any) -> str:
-    """A file name for error messages when the features come from a file."""
-    for attr in ("filename",):
-        name = getattr(X, attr, None)
-        if isinstance(name, str) and name:
-            return name
-    f = getattr(X, "file", None)
-    name = getattr(f, "filename", None)
+def source_name(X: Any, default: str = "the feature array") -> str:
+    """A name for error messages when the features come from a file: `file:dataset` of an
+    HDF5 dataset (or of a FeatureSet's `features`), a `filename`, or a cache's `path`."""
+    name = getattr(X, "filename", None)
     if isinstance(name, str) and name:
-        ds = getattr(X, "name", "")
-        return f"{name}:{ds}" if ds else name
-    return "the feature array"
+        return name
+    for obj in (X, getattr(X, "features", None)):
+        name = getattr(getattr(obj, "file", None), "filename", None)
+        if isinstance(name, str) and name:
+            ds = getattr(obj, "name", "")
+            return f"{name}:{ds}" if ds else name
+    path = getattr(X, "path", None)
+    return f"{path}:features" if path is not None else default
 
 
 def check_labels(y: Any, n_rows: int | None = None, what: str = "y") -> np.ndarray:
