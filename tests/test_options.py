@@ -68,7 +68,7 @@ def test_keyword_settings_update_the_bundles():
 
 ARGS = (
     "--exact --dtype float32 --precision fp32 --device cpu --workers 0 --decode cpu -q "
-    "--in1k-root /data/in1k --imagenet-root /data/in21k --levels l.csv --splits s"
+    "--in1k-root /data/in1k --imagenet-root /data/in21k --levels l.csv --splits s --cache-dir cc"
 ).split()
 
 
@@ -98,10 +98,10 @@ def test_every_command_reads_the_same_options_into_the_same_bundles():
     roots = DataRoots("/data/in1k", "/data/in21k", "l.csv", "s")
     for a in parsed:
         assert extract_options(a) == want and data_roots(a) == roots
-        assert feature_source(a) == FeatureSource(roots, want)
+        assert feature_source(a) == FeatureSource(roots, want, cache_dir="cc")
     cfg = ev.config_from_args(parsed[1])
     assert cfg.extraction == want and cfg.roots == roots and cfg.device == "cpu"
-    assert cfg.source() == FeatureSource(roots, want)
+    assert cfg.source() == FeatureSource(roots, want, cache_dir="cc")
     assert not cfg.progress
     # cog-tldr's own --batch-size is TLDR's, untouched by the extraction one
     assert parsed[2].batch_size is None

@@ -152,6 +152,11 @@ def add_weights(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     )
 
 
+def add_cache_dir(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--cache-dir`: the feature cache root (checked with `check_cache_dir`)."""
+    p.add_argument("--cache-dir", type=Path, help="feature cache (default: $COG_HOME/features)")
+
+
 def add_extraction(
     p: argparse.ArgumentParser | argparse._ArgumentGroup, batch_option: str = "--batch-size"
 ) -> None:

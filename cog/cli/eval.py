@@ -18,6 +18,7 @@ from pathlib import Path
 from cog import CogError
 from cog.cli import (
     CogParser,
+    add_cache_dir,
     add_datasets,
     add_deprecated,
     add_extraction,
@@ -61,7 +62,7 @@ def parser() -> argparse.ArgumentParser:
     add_roots(p)
     add_levels_splits(p)
     add_out(p, Path("results"), "results folder: runs/, leaderboard.csv")
-    p.add_argument("--cache-dir", type=Path, help="feature cache (default: $COG_HOME/features)")
+    add_cache_dir(p)
     add_datasets(p, DATASETS, help=f"subset of {','.join(DATASETS)} (default: all)")
     p.add_argument("--few-shot", action="store_true", help="also run the few-shot probes")
     p.add_argument(

@@ -10,6 +10,7 @@ from pathlib import Path
 from cog import CogError
 from cog.cli import (
     CogParser,
+    add_cache_dir,
     add_datasets,
     add_extraction,
     add_levels_splits,
@@ -58,9 +59,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add_roots(src)
     add_levels_splits(src)
-    src.add_argument(
-        "--cache-dir", type=Path, help="feature cache root (default: $COG_HOME/features)"
-    )
+    add_cache_dir(src)
     folder = p.add_argument_group("any image folder")
     folder.add_argument("--images", type=Path, help="folder with one subfolder per class")
     folder.add_argument("--out", type=Path, help="output .h5 file for --images")

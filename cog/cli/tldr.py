@@ -13,6 +13,7 @@ from typing import Any
 
 from cog.cli import (
     CogParser,
+    add_cache_dir,
     add_datasets,
     add_extraction,
     add_levels_splits,
@@ -50,7 +51,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default="in1k/train",
         help="DATASET/SPLIT whose cached features the projection is fitted on",
     )
-    p.add_argument("--cache-dir", type=Path, help="feature cache (default: $COG_HOME/features)")
+    add_cache_dir(p)
     add_roots(p)
     add_levels_splits(p)
     add_overwrite(p, "refit instead of reusing results")
