@@ -20,7 +20,6 @@ from PIL import Image
 
 import cog
 import cog.features.pipeline as ex_pipeline
-import cog.features.settings as ex_settings
 from cog import CogError
 from cog.features import decode as dd
 from cog.features import extract as ex
@@ -237,14 +236,15 @@ def test_cuda_decode_passes_the_self_check_and_matches_the_cpu_run(photos, lite0
 
 
 def test_cli_flags_reach_the_extractor():
-    from cog.cli.eval import main as _  # noqa: F401  (the flag is registered there too)
+    from cog.cli import extract_options
+    from cog.cli.eval import config_from_args
+    from cog.cli.eval import parser as eval_parser
     from cog.cli.extract import parser
 
-    assert parser().parse_args(["m", "--decode", "gpu"]).decode == "gpu"
-    assert parser().parse_args(["m"]).decode == "auto"
-    from cog.cli import extract as cli
-
-    assert cli.DECODES == ex_settings.DECODES  # the CLI's mirror (--help stays torch-free)
+    assert extract_options(parser().parse_args(["m", "--decode", "gpu"])).decode == "gpu"
+    assert extract_options(parser().parse_args(["m"])).decode == "auto"
+    cfg = config_from_args(eval_parser().parse_args(["m", "--decode", "cpu"]))
+    assert cfg.source().options.decode == "cpu"  # what cog-eval hands to ensure_features
     with pytest.raises(SystemExit):
         parser().parse_args(["m", "--decode", "nvjpeg"])
 
