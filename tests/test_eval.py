@@ -279,9 +279,9 @@ def prepared(tmp_path, monkeypatch):
 
     calls = []
 
-    def ensure_features(model, dataset, split, **kw):
-        calls.append((model, dataset, split, kw["random_init"]))
-        p = cache_path(model, dataset, split, kw.get("cache_dir"))
+    def ensure_features(model, dataset, split, source, **kw):
+        calls.append((model, dataset, split, source.random_init))
+        p = cache_path(model, dataset, split, source.cache_dir)
         if not p.exists():
             write_cache(p, dataset, split)
         return p
@@ -810,11 +810,11 @@ def two_models(prepared, monkeypatch):
 
     prepared.world_sizes = []
 
-    def ensure_features(model, dataset, split, **kw):
+    def ensure_features(model, dataset, split, source, **kw):
         import os
 
         prepared.world_sizes.append(os.environ.get("WORLD_SIZE"))
-        p = prepared.cache_path(model, dataset, split, kw.get("cache_dir"))
+        p = prepared.cache_path(model, dataset, split, source.cache_dir)
         if not p.exists():
             write_cache(p, dataset, split)
             import h5py
@@ -823,7 +823,7 @@ def two_models(prepared, monkeypatch):
                 f.attrs["model"] = model
                 if model == "tiny-bad":
                     f["features"][0, 0] = np.nan
-        return real_ensure(model, dataset, split, **kw)
+        return real_ensure(model, dataset, split, source, **kw)
 
     monkeypatch.setattr(cog.zoo, "get_card", get_card)
     monkeypatch.setattr(cog.zoo, "list_models", lambda group=None: list(names))
