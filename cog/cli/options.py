@@ -32,9 +32,9 @@ def add_trust_checkpoint(p: argparse.ArgumentParser) -> None:
         action=_TrustCheckpoint,
         nargs=0,
         default=False,
-        help="allow unpickling Python objects (not only tensors) from a checkpoint without "
-        "a sha256 pinned in its card: this can run code from the file; recorded in the "
-        "feature cache (checkpoint_load) and run JSON",
+        help="allow unpickling Python objects (not only tensors) from a checkpoint, or "
+        "reading a TorchScript archive, without a sha256 pinned in its card: this can run "
+        "code from the file; recorded in the feature cache (checkpoint_load) and run JSON",
     )
 
 

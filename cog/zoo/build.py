@@ -188,10 +188,13 @@ def load(
         else:  # a local file may be any of the card's releases: try each one's converter
             names = (card.converter, *(w.converter for w in card.weights))
             converters = list(dict.fromkeys(c for c in names if c))
+        # pinned: the full sha256 of this source, or, for a local file, of any of the
+        # card's releases (a copy of a pinned file is as trusted as the download)
+        pinned = {w.sha256 for w in ([source] if source else card.weights) if w.sha256}
         trust = None
         if trust_checkpoint or (trust_checkpoint is None and trust_requested()):
             trust = "--trust-checkpoint"
-        elif source is not None and len(source.sha256 or "") == 64 and digest == source.sha256:
+        elif digest in {h for h in pinned if len(h) == 64}:
             trust = "sha256 pinned by the card"
         how = _load_converted(net, card, path, source, converters, trust)
     # timm's pre-logits width (VGG's fc7: 4096) differs from num_features (its 512 channels)

@@ -341,6 +341,7 @@ def load_checkpoint(path: str | Path, trust: str | None = None) -> tuple[Any, st
                     "pass --trust-checkpoint if you trust this file, pin its sha256 in the "
                     "model card, or save its state_dict() (or safetensors) and pass that"
                 ) from None
+            warnings.warn(f"{path}: reading a TorchScript archive ({trust})", stacklevel=2)
             obj = torch.jit.load(str(path), map_location="cpu")
             how = f"torchscript ({trust})"
         elif "weights_only" in str(e) or "Unpickl" in type(e).__name__:

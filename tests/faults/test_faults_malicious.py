@@ -234,6 +234,17 @@ def test_trust_is_explicit_and_recorded(isolated):
     with pytest.warns(UserWarning, match="sha256 pinned"):
         b = zoo.load("tiny_pinned")
     assert b.checkpoint_load == "full unpickling (sha256 pinned by the card)"
+    # a local copy of the pinned file (--checkpoint) is the same bytes, so as trusted
+    copy = isolated / "copy" / "trusted.pth"
+    copy.parent.mkdir()
+    copy.write_bytes(ckpt.read_bytes())
+    with pytest.warns(UserWarning, match="sha256 pinned"):
+        b = zoo.load("tiny_pinned", checkpoint=copy)
+    assert b.checkpoint_load == "full unpickling (sha256 pinned by the card)"
+    other = _evil_checkpoint(isolated / "other.pth", isolated / "OTHER")  # other bytes
+    with pytest.raises(CogError, match="refused to unpickle"):
+        zoo.load("tiny_pinned", checkpoint=other)
+    assert not (isolated / "OTHER").exists()
 
 
 @pytest.mark.parametrize(
