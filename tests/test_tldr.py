@@ -461,6 +461,14 @@ def test_cog_tldr_fit_registers_a_composite_that_cog_eval_scores(home, capsys):
     assert "reusing" in capsys.readouterr().out and path.stat().st_mtime_ns == mtime
     assert main(["fit", BASE, "--dim", "16", *FAST, "--seed", "5", *common]) == 2
     assert "--overwrite" in capsys.readouterr().err
+    # nor is it reused for, or applied to, features of another kind (--exact mode)
+    exact = ["--exact", "--cache-dir", str(tmp / "exact")]
+    assert main(["fit", BASE, "--dim", "16", *FAST, *common, *exact]) == 2
+    assert "other settings or features" in capsys.readouterr().err
+    assert path.stat().st_mtime_ns == mtime
+    assert eval_main([name, *common, *exact, "--out", str(tmp / "r"), "--datasets", "in1k"]) == 2
+    err = capsys.readouterr().err
+    assert "fitted on" in err and "mode fast" in err and "mode exact" in err
 
     # cog-eval scores the composite from the projected base cache
     res = tmp / "results"

@@ -11,6 +11,7 @@ from cog import CogError
 from cog.compress.base import _plain, _Projector
 from cog.compress.files import load_estimator, make_estimator
 from cog.features.options import FeatureSource, updated
+from cog.features.settings import DEFAULT_KIND, feature_kind
 
 
 def projection_dir() -> Path:
@@ -39,8 +40,9 @@ def parse_fit_on(text: str) -> tuple[str, str]:
     return dataset, split
 
 
-def _reusable(path: Path, est: _Projector, weights: str, images: str) -> bool:
-    """An existing projection file made with the same parameters from the same cache."""
+def _reusable(path: Path, est: _Projector, weights: str, images: str, kind: dict) -> bool:
+    """An existing projection file made with the same parameters from the same features:
+    same weights, images and kind (mode, dtype, decode path)."""
     try:
         old = load_estimator(path)
     except CogError:
@@ -51,6 +53,7 @@ def _reusable(path: Path, est: _Projector, weights: str, images: str) -> bool:
         and _plain(old.get_params()) == _plain({**est.get_params(), "verbose": old.verbose})
         and info.get("base_weights_sha256") == weights
         and info.get("images_sha256") == images
+        and dict(info.get("features") or DEFAULT_KIND) == kind
     )
 
 
@@ -64,6 +67,7 @@ def compress_model(
     name: str | None = None,
     out: str | Path | None = None,
     overwrite: bool = False,
+    overwrite_features: bool = False,
     register: bool = True,
     echo: Any = print,
     source: FeatureSource | None = None,
@@ -96,16 +100,17 @@ def compress_model(
     est = make_estimator(method, int(dim), device=device, **params)
     name = name or composite_name(card.name, method, dim)
     path = Path(out) if out is not None else projection_dir() / f"{name}.pt"
-    cache = ensure_features(card.name, dataset, split, source)
+    cache = ensure_features(card.name, dataset, split, source, overwrite=overwrite_features)
     with open_features(cache) as fs:
         weights = str(fs.attrs.get("weights_sha256"))
         images = str(fs.attrs.get("images_sha256"))
+        kind = feature_kind(fs.attrs)
         if fs.dim < int(dim):
             raise CogError(
                 f"{cache}: {card.name} features have D={fs.dim}, fewer than --dim {dim}; "
                 f"choose a dimension <= {fs.dim}"
             )
-        reused = path.is_file() and not overwrite and _reusable(path, est, weights, images)
+        reused = path.is_file() and not overwrite and _reusable(path, est, weights, images, kind)
         if not reused:
             if path.is_file() and not overwrite:
                 raise CogError(
@@ -124,6 +129,7 @@ def compress_model(
                 fit_on=fit_on,
                 base_weights_sha256=weights,
                 images_sha256=images,
+                features=kind,
                 cache=str(cache),
             )
             est.set_params(verbose=False)
@@ -150,6 +156,7 @@ def compress_model(
             "fit_on": fit_on,
             "n_samples": info.get("n_samples"),
             "base_weights_sha256": weights,
+            "base_features": dict(info.get("features") or DEFAULT_KIND),
             "params": _plain(
                 {k: v for k, v in est.get_params().items() if k not in ("verbose", "device")}
             ),

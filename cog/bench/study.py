@@ -17,6 +17,7 @@ from cog.compress.base import _plain
 from cog.compress.files import METHODS, load_projection, make_estimator
 from cog.compress.matrix import project
 from cog.features.options import FeatureSource, updated
+from cog.features.settings import feature_kind
 from cog.io import atomic_write
 
 # --------------------------------------------------------------------------- zoo integration
@@ -53,6 +54,7 @@ def study(
     params: dict[str, dict[str, Any]] | None = None,
     out: str | Path = "results/figures",
     overwrite: bool = False,
+    overwrite_features: bool = False,
     echo: Any = print,
     source: FeatureSource | None = None,
     **settings: Any,
@@ -107,7 +109,7 @@ def study(
             json.dump({"config": config, "rows": list(done.values())}, f, indent=1)
 
     caches = {
-        (ds, sp): ensure_features(card.name, ds, sp, source)
+        (ds, sp): ensure_features(card.name, ds, sp, source, overwrite=overwrite_features)
         for ds in datasets
         for sp in ("train", "test")
     }
@@ -132,7 +134,8 @@ def study(
     for ds in datasets:
         with open_features(caches[(ds, "train")]) as tr, open_features(caches[(ds, "test")]) as te:
             ytr, yte = tr.labels, te.labels
-            ident = f"{tr.attrs.get('weights_sha256')}|{tr.attrs.get('images_sha256')}"
+            kind = "|".join(feature_kind(tr.attrs).values())  # fast/exact, dtype, decode
+            ident = f"{tr.attrs.get('weights_sha256')}|{tr.attrs.get('images_sha256')}|{kind}"
             base_key = f"{ds}|full|{full_dim}|{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
             if base_key in done:
                 rows.append(done[base_key])

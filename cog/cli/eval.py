@@ -25,6 +25,7 @@ from cog.cli import (
     add_levels_splits,
     add_out,
     add_overwrite,
+    add_overwrite_features,
     add_quiet,
     add_roots,
     add_weights,
@@ -99,10 +100,8 @@ def parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("weights, and feature extraction (for caches that are missing)")
     add_weights(g)
     add_extraction(g)
-    g.add_argument(
-        "--overwrite-features",
-        action="store_true",
-        help="replace only the caches made with other settings (--overwrite also redoes runs)",
+    add_overwrite_features(
+        g, "replace only the caches made with other settings (--overwrite also redoes runs)"
     )
     m = p.add_argument_group("several models, shards and clusters")
     m.add_argument("--group", help="every model of a group: sup, a, s, r, d, local")

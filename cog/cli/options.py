@@ -63,6 +63,12 @@ def add_cache_dir(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--cache-dir", type=Path, help="feature cache (default: $COG_HOME/features)")
 
 
+def add_overwrite_features(p: argparse.ArgumentParser | argparse._ArgumentGroup, help: str) -> None:
+    """`--overwrite-features`: replace feature caches made with other settings (instead of
+    stopping) without redoing the command's own results."""
+    p.add_argument("--overwrite-features", action="store_true", help=help)
+
+
 def add_extraction(
     p: argparse.ArgumentParser | argparse._ArgumentGroup, batch_option: str = "--batch-size"
 ) -> None:

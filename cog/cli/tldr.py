@@ -19,6 +19,7 @@ from cog.cli import (
     add_levels_splits,
     add_out,
     add_overwrite,
+    add_overwrite_features,
     add_quiet,
     add_roots,
     add_weights,
@@ -55,6 +56,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_roots(p)
     add_levels_splits(p)
     add_overwrite(p, "refit instead of reusing results")
+    add_overwrite_features(
+        p, "replace the feature caches made with other settings instead of stopping"
+    )
     add_quiet(p)
     g = p.add_argument_group(
         "weights, and feature extraction (for caches that are missing; --device also fits)"
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             name=args.name,
             out=args.out,
             overwrite=args.overwrite,
+            overwrite_features=args.overwrite_features,
             source=feature_source(args),
         )
         info = res["fit_info"]
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         params={m: _params(args, m) for m in args.methods},
         out=args.out,
         overwrite=args.overwrite,
+        overwrite_features=args.overwrite_features,
         source=feature_source(args),
     )
     shown = table[["dataset", "method", "dim", "top1", "ratio"]]

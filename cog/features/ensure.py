@@ -27,6 +27,7 @@ from cog.features.settings import (
     _mismatch,
     _stale_error,
     cache_path,
+    feature_kind,
 )
 
 # ------------------------------------------------------------------ from model names
@@ -125,6 +126,14 @@ def project_features(
                 f"{attrs.get('weights_sha256')}; refit it on these features with "
                 f"`cog-tldr fit {card.base} ...` (random-init and trained weights never mix)"
             )
+        fitted_kind = (card.training or {}).get("base_features")
+        if fitted_kind and dict(fitted_kind) != feature_kind(attrs):
+            raise CogError(
+                f"{card.name}: its projection was fitted on {card.base} features of kind "
+                f"{_kind(fitted_kind)}, but {base} holds {_kind(feature_kind(attrs))}; "
+                f"extract with the options it was fitted with, or refit it on these features "
+                f"with `cog-tldr fit {card.base} ...` and the same options"
+            )
         settings = {k: str(attrs.get(k, IMPLICIT.get(k))) for k in STRICT}
         settings.update(
             model=str(card.name), card=json.dumps(card.to_dict(), sort_keys=True), dtype=dtype
@@ -173,3 +182,7 @@ def project_features(
             h5.attrs["projection_sha256"] = proj_sha
             h5.attrs["cog_version"] = cog.__version__
     return out
+
+
+def _kind(kind: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(dict(kind).items()))

@@ -42,6 +42,16 @@ STRICT = (
 )
 #: values a cache made before a setting existed holds implicitly
 IMPLICIT = {"decode": "cpu"}
+#: what kind of features a cache holds, beyond whose they are: a projection fitted on one
+#: kind is never applied to, nor reused for, another
+FEATURE_KIND = ("mode", "dtype", "decode")
+#: the kind assumed for a projection written before cog recorded it (the defaults then)
+DEFAULT_KIND = {"mode": "fast", "dtype": "float16", "decode": "cpu"}
+
+
+def feature_kind(attrs: dict) -> dict[str, str]:
+    """The FEATURE_KIND attributes of a cache (older caches: decode cpu)."""
+    return {k: str(attrs.get(k, IMPLICIT.get(k))) for k in FEATURE_KIND}
 
 
 RANDOM_INIT_SUFFIX = "+random-init"  # as cog.bench.leaderboard's (pandas-free import here)
@@ -119,7 +129,8 @@ def _mismatch(old: dict, new: dict, precision: str | None = None) -> list[str]:
 def _stale_error(where: Path, diff: list[str], what: str) -> CogError:
     return CogError(
         f"{where}: {what} made with other settings ({'; '.join(diff)}); pass --overwrite "
-        "(overwrite=True) to replace it, or write to another path (--cache-dir / --out)"
+        "(cog-eval and cog-tldr: --overwrite-features; overwrite=True) to replace it, or "
+        "write to another path (--cache-dir / --out)"
     )
 
 
