@@ -1032,7 +1032,15 @@ def test_a_failed_job_is_reported_by_its_error_not_its_log_path():
     )
     msg = job_error(RuntimeError(text))
     assert msg == (
-        "TypeError: run() got an unexpected keyword argument 'progress' (log: /s/5224_0_log.out)"
+        "TypeError: run() got an unexpected keyword argument 'progress' (log: /s/5224_0_log.err)"
     )
+    # a time limit is the last line, even after an error the job caught earlier
+    timeout = (
+        "Job 7 (task: 0) with path /s/7_0_result.pkl\nhas not produced any output (state: "
+        "TIMEOUT)\nError stream produced:\n----------------------------------------\n"
+        "torch.OutOfMemoryError: CUDA out of memory (caught: batch halved)\n"
+        "slurmstepd: error: *** JOB 7 ON node1 CANCELLED DUE TO TIME LIMIT ***\n"
+    )
+    assert job_error(RuntimeError(timeout)).endswith("DUE TO TIME LIMIT ***")
     assert job_error(RuntimeError("node failure")) == "node failure"
     assert job_error(RuntimeError("")) == "RuntimeError('')"

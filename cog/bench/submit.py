@@ -130,16 +130,24 @@ def submit(
 
 
 _RAISED = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)): ")
+_LOG = re.compile(r"^-\s+(/\S+)$")
 
 
 def job_error(e: BaseException) -> str:
-    """The line of a failed job's error that says what went wrong: submitit's message ends
-    with the paths of the logs, so the last `SomethingError: ...` line is taken, with the
-    log path of its last line kept for the details."""
+    """The line of a failed job's error that says what went wrong. submitit ends the
+    message of a job that raised with its log paths (`- /path/..._log.err`): then the last
+    `SomethingError: ...` line is taken, with the stderr log for the traceback. Any other
+    message (a time limit, a node failure) is its last line."""
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     if not lines:
         return repr(e)
-    raised = [ln for ln in lines if _RAISED.match(ln)]
-    if not raised or raised[-1] == lines[-1]:
+    logs = []
+    while lines and (m := _LOG.match(lines[-1])):
+        logs.insert(0, m.group(1))
+        lines.pop()
+    if not logs:
         return lines[-1]
-    return f"{raised[-1]} (log: {lines[-1].lstrip('- ').strip()})"
+    raised = [ln for ln in lines if _RAISED.match(ln)]
+    what = raised[-1] if raised else (lines[-1] if lines else "the job failed")
+    log = next((p for p in logs if p.endswith(".err")), logs[-1])
+    return f"{what} (log: {log})"
