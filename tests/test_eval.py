@@ -413,6 +413,39 @@ def test_rerun_reuses_and_force_redoes(prepared, monkeypatch, capsys):
     assert fits == [45, 22, 37]
 
 
+def test_runs_follow_the_features_sha256(prepared, monkeypatch, capsys):
+    """Features extracted again otherwise (other bytes, same settings otherwise) redo the
+    runs; runs stored before cog recorded the features' sha256 are still reused."""
+    import h5py
+
+    import cog.bench.evaluate as ev
+    from cog.features.integrity import seal
+
+    args = [*prepared.args, "--random-init", "--datasets", "cog_l1", "--seeds", "22"]
+    assert main(args) == 0  # the fixture's caches carry no seal: no features_sha256
+    caches = sorted(prepared.cache.rglob("cog_l1_*.h5"))
+    assert len(caches) == 2
+    path = prepared.out / "runs" / "tiny-cnn+random-init" / "cog_l1_all_fast.json"
+    assert "features_sha256" not in json.loads(path.read_text())["inputs"]
+    for c in caches:
+        with h5py.File(c, "a") as f:
+            seal(f)
+    fits = []
+    real = ev.probe_seed
+    monkeypatch.setattr(ev, "probe_seed", lambda *a, **k: fits.append(k["seed"]) or real(*a, **k))
+    assert main(args) == 0 and fits == []  # an older run: matched on the rest
+    assert main([*args, "--overwrite"]) == 0 and fits == [22]
+    digest = json.loads(path.read_text())["inputs"]["features_sha256"]
+    assert main(args) == 0 and fits == [22]  # same features: reused
+    train = next(c for c in caches if c.name.endswith("train.h5"))
+    with h5py.File(train, "a") as f:
+        f["features"][0] = f["features"][0] * 0.5  # as another precision would
+        seal(f)
+    capsys.readouterr()
+    assert main(args) == 0 and fits == [22, 22]
+    assert json.loads(path.read_text())["inputs"]["features_sha256"] != digest
+
+
 def test_interrupted_run_resumes_from_finished_seeds(prepared, monkeypatch):
     import cog.bench.evaluate as ev
 

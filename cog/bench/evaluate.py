@@ -14,6 +14,7 @@ written once, at the end, so a failed evaluation leaves it untouched.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -95,7 +96,20 @@ def _fingerprint(
     decode = str(train.attrs.get("decode", "cpu"))
     if decode != "cpu":
         fp["features_decode"] = decode
+    # the features' own sha256 (the caches' seals): features extracted again otherwise (in
+    # another precision, say) never keep the runs of the old ones
+    seals = [str(sp.attrs.get("sha256_datasets") or "") for sp in (train, test)]
+    if all(seals):
+        fp["features_sha256"] = hashlib.sha256(json.dumps(seals).encode()).hexdigest()
     return fp
+
+
+def _same_inputs(stored: object, fingerprint: dict) -> bool:
+    """Whether a stored run's inputs are `fingerprint`; runs stored before cog recorded the
+    features' sha256 match on the rest."""
+    if stored == fingerprint or not isinstance(stored, dict) or "features_sha256" in stored:
+        return stored == fingerprint
+    return stored == {k: v for k, v in fingerprint.items() if k != "features_sha256"}
 
 
 def _load_previous(path: Path, fingerprint: dict, force: bool) -> dict | None:
@@ -109,7 +123,7 @@ def _load_previous(path: Path, fingerprint: dict, force: bool) -> dict | None:
             rec = json.loads(p.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if rec.get("schema") == SCHEMA_VERSION and rec.get("inputs") == fingerprint:
+        if rec.get("schema") == SCHEMA_VERSION and _same_inputs(rec.get("inputs"), fingerprint):
             found.append(rec)
     if not found:
         return None
