@@ -97,7 +97,9 @@ def parser() -> argparse.ArgumentParser:
     )
     add_deprecated(p, "--force", "force", "--overwrite")
     add_quiet(p)
-    g = p.add_argument_group("weights, and feature extraction (for caches that are missing)")
+    g = p.add_argument_group(
+        "weights, and feature extraction (for caches that are missing; --device also probes)"
+    )
     add_weights(g)
     add_extraction(g)
     add_overwrite_features(

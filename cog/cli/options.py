@@ -111,6 +111,7 @@ def add_extraction(
         batch_option,
         dest="extract_batch_size",
         type=int,
+        metavar="N",
         help="images per forward pass (default: 256 on CUDA, halved on OOM; 32 on CPU)",
     )
     p.add_argument(
