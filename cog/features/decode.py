@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cog.features.options import DECODES  # noqa: F401 (its old home; defined there)
+
 #: the fidelity bar (real-weights issue): per-image feature cosine to the CPU path
 MIN_COSINE = 0.9999
 #: SOF markers the device decoder takes: baseline, extended sequential, progressive Huffman
