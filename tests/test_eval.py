@@ -433,16 +433,15 @@ def test_runs_follow_the_features_sha256(prepared, monkeypatch, capsys):
     fits = []
     real = ev.probe_seed
     monkeypatch.setattr(ev, "probe_seed", lambda *a, **k: fits.append(k["seed"]) or real(*a, **k))
-    assert main(args) == 0 and fits == []  # an older run: matched on the rest
-    assert main([*args, "--overwrite"]) == 0 and fits == [22]
+    assert main(args) == 0 and fits == []  # an older run: matched on the rest, then pinned
     digest = json.loads(path.read_text())["inputs"]["features_sha256"]
-    assert main(args) == 0 and fits == [22]  # same features: reused
+    assert main(args) == 0 and fits == []  # same features: reused
     train = next(c for c in caches if c.name.endswith("train.h5"))
     with h5py.File(train, "a") as f:
         f["features"][0] = f["features"][0] * 0.5  # as another precision would
         seal(f)
     capsys.readouterr()
-    assert main(args) == 0 and fits == [22, 22]
+    assert main(args) == 0 and fits == [22]
     assert json.loads(path.read_text())["inputs"]["features_sha256"] != digest
 
 
@@ -1076,4 +1075,7 @@ def test_a_failed_job_is_reported_by_its_error_not_its_log_path():
     )
     assert job_error(RuntimeError(timeout)).endswith("DUE TO TIME LIMIT ***")
     assert job_error(RuntimeError("node failure")) == "node failure"
+    assert job_error(RuntimeError("trace\nValueError: bad\n--------")) == "ValueError: bad"
+    spaced = text.replace("/s/", "/my jobs/")
+    assert job_error(RuntimeError(spaced)).endswith("(log: /my jobs/5224_0_log.err)")
     assert job_error(RuntimeError("")) == "RuntimeError('')"

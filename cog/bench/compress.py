@@ -11,7 +11,7 @@ from cog import CogError
 from cog.compress.base import _plain, _Projector
 from cog.compress.files import load_estimator, make_estimator
 from cog.features.options import FeatureSource, updated
-from cog.features.settings import DEFAULT_KIND, feature_kind
+from cog.features.settings import DEFAULT_KIND, feature_kind, features_seal
 
 
 def projection_dir() -> Path:
@@ -40,9 +40,12 @@ def parse_fit_on(text: str) -> tuple[str, str]:
     return dataset, split
 
 
-def _reusable(path: Path, est: _Projector, weights: str, images: str, kind: dict) -> bool:
+def _reusable(
+    path: Path, est: _Projector, weights: str, images: str, kind: dict, seal: str
+) -> bool:
     """An existing projection file made with the same parameters from the same features:
-    same weights, images and kind (mode, dtype, decode path)."""
+    same weights, images, kind (mode, dtype, decode path) and bytes (the cache's seal;
+    files written before cog recorded it match on the rest)."""
     try:
         old = load_estimator(path)
     except CogError:
@@ -54,6 +57,7 @@ def _reusable(path: Path, est: _Projector, weights: str, images: str, kind: dict
         and info.get("base_weights_sha256") == weights
         and info.get("images_sha256") == images
         and dict(info.get("features") or DEFAULT_KIND) == kind
+        and info.get("features_sha256") in (None, seal)
     )
 
 
@@ -105,12 +109,14 @@ def compress_model(
         weights = str(fs.attrs.get("weights_sha256"))
         images = str(fs.attrs.get("images_sha256"))
         kind = feature_kind(fs.attrs)
+        seal = features_seal(fs.attrs)
         if fs.dim < int(dim):
             raise CogError(
                 f"{cache}: {card.name} features have D={fs.dim}, fewer than --dim {dim}; "
                 f"choose a dimension <= {fs.dim}"
             )
-        reused = path.is_file() and not overwrite and _reusable(path, est, weights, images, kind)
+        same = _reusable(path, est, weights, images, kind, seal) if path.is_file() else False
+        reused = same and not overwrite
         if not reused:
             if path.is_file() and not overwrite:
                 raise CogError(
@@ -130,6 +136,7 @@ def compress_model(
                 base_weights_sha256=weights,
                 images_sha256=images,
                 features=kind,
+                features_sha256=seal,
                 cache=str(cache),
             )
             est.set_params(verbose=False)
@@ -162,7 +169,14 @@ def compress_model(
             ),
         },
     }
-    card_path = zoo.register_card(entry, overwrite=True) if register else None
+    # a reused projection keeps the card that names it: rewriting it (new fields) would make
+    # every composite cache made from it look stale
+    known = _registered(name)
+    same = known is not None and known.base == card.name and _proj_sha(known) == digest
+    if reused and same:
+        card_path = known.source_file
+    else:
+        card_path = zoo.register_card(entry, overwrite=True) if register else None
     return {
         "name": name,
         "path": path,
@@ -171,3 +185,17 @@ def compress_model(
         "reused": reused,
         "fit_info": info,
     }
+
+
+def _registered(name: str) -> Any:
+    from cog import zoo
+
+    try:
+        return zoo.get_card(name)
+    except CogError:
+        return None
+
+
+def _proj_sha(card: Any) -> str | None:
+    proj = card.projection
+    return proj.get("sha256") if isinstance(proj, dict) else getattr(proj, "sha256", None)

@@ -59,6 +59,7 @@ from cog.bench.leaderboard import (
     read_leaderboard,
     update_leaderboard,
 )
+from cog.features.settings import features_seal
 from cog.io import atomic_write
 
 # ---------------------------------------------------------------- runs
@@ -98,9 +99,9 @@ def _fingerprint(
         fp["features_decode"] = decode
     # the features' own sha256 (the caches' seals): features extracted again otherwise (in
     # another precision, say) never keep the runs of the old ones
-    seals = [str(sp.attrs.get("sha256_datasets") or "") for sp in (train, test)]
+    seals = [features_seal(sp.attrs) for sp in (train, test)]
     if all(seals):
-        fp["features_sha256"] = hashlib.sha256(json.dumps(seals).encode()).hexdigest()
+        fp["features_sha256"] = hashlib.sha256("|".join(seals).encode()).hexdigest()
     return fp
 
 
@@ -283,6 +284,9 @@ class Evaluator:
         if have_all:
             bar.update(len(cfg.seeds) + want_metrics)
             self.reused.append(path)
+            if prev.get("inputs") != fp:  # stored before the features' sha256 was: pin it now
+                prev = {**prev, "inputs": fp}
+                _write_json(path, prev)
             return prev
 
         rec = {

@@ -17,7 +17,7 @@ from cog.compress.base import _plain
 from cog.compress.files import METHODS, load_projection, make_estimator
 from cog.compress.matrix import project
 from cog.features.options import FeatureSource, updated
-from cog.features.settings import feature_kind
+from cog.features.settings import feature_kind, features_seal
 from cog.io import atomic_write
 
 # --------------------------------------------------------------------------- zoo integration
@@ -128,6 +128,7 @@ def study(
                 fit_on=fit_on,
                 params=(params or {}).get(m),
                 overwrite=overwrite,
+                overwrite_features=overwrite_features,
                 echo=echo,
                 source=source,
             )
@@ -135,7 +136,9 @@ def study(
         with open_features(caches[(ds, "train")]) as tr, open_features(caches[(ds, "test")]) as te:
             ytr, yte = tr.labels, te.labels
             kind = "|".join(feature_kind(tr.attrs).values())  # fast/exact, dtype, decode
+            seals = f"{features_seal(tr.attrs)}|{features_seal(te.attrs)}"  # the bytes
             ident = f"{tr.attrs.get('weights_sha256')}|{tr.attrs.get('images_sha256')}|{kind}"
+            ident += f"|{seals}"
             base_key = f"{ds}|full|{full_dim}|{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
             if base_key in done:
                 rows.append(done[base_key])

@@ -130,7 +130,7 @@ def submit(
 
 
 _RAISED = re.compile(r"^\s*([A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)): ")
-_LOG = re.compile(r"^-\s+(/\S+)$")
+_LOG = re.compile(r"^-\s+(/.+)$")
 
 
 def job_error(e: BaseException) -> str:
@@ -145,9 +145,9 @@ def job_error(e: BaseException) -> str:
     while lines and (m := _LOG.match(lines[-1])):
         logs.insert(0, m.group(1))
         lines.pop()
-    if not logs:
-        return lines[-1]
     raised = [ln for ln in lines if _RAISED.match(ln)]
+    if not logs:  # a separator line says nothing: the error above it does
+        return lines[-1] if any(c.isalnum() for c in lines[-1]) or not raised else raised[-1]
     what = raised[-1] if raised else (lines[-1] if lines else "the job failed")
     log = next((p for p in logs if p.endswith(".err")), logs[-1])
     return f"{what} (log: {log})"

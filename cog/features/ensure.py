@@ -16,6 +16,7 @@ import cog
 from cog import CogError
 from cog.features.extract import _atomic_h5, _write_lists, extract
 from cog.features.images import dataset_images
+from cog.features.integrity import ATTR as SEAL
 from cog.features.integrity import verify_file
 from cog.features.options import ExtractOptions, FeatureSource, updated
 from cog.features.settings import (
@@ -56,7 +57,8 @@ def ensure_features(
     folder = f"{card.name}{RANDOM_INIT_SUFFIX}" if src.random_init else card.name
     out = cache_path(folder, dataset, split, src.cache_dir)
     if getattr(card, "base", None):
-        base = ensure_features(card.base, dataset, split, src)
+        _check_kind_before(card, src.options)
+        base = ensure_features(card.base, dataset, split, src, overwrite=overwrite)
         return project_features(card, base, out, dtype=src.options.dtype, overwrite=overwrite)
     images = dataset_images(dataset, split, src.roots)
     # a complete cache is checked without loading the model when the weights' digest is
@@ -139,6 +141,7 @@ def project_features(
             model=str(card.name), card=json.dumps(card.to_dict(), sort_keys=True), dtype=dtype
         )
         settings["weights_sha256"] = f"{attrs.get('weights_sha256')}+projection:{proj_sha}"
+        base_seal = str(attrs.get(SEAL) or "")
         if out.exists():
             old = _existing_attrs(out)
             diff = (
@@ -146,11 +149,13 @@ def project_features(
                 if not old or not old.get("complete")
                 else (_mismatch(old, settings))
             )
-            if not diff:
+            if not diff and str(old.get("base_sha256_datasets") or "") == base_seal:
                 verify_file(out)
                 return out
-            if not overwrite:
+            if diff and not overwrite:
                 raise _stale_error(out, diff, "a feature cache")
+            # else: the base features were extracted again (their seal changed), so their
+            # projection replaces this derived cache; no image is decoded
         module = load_projection(proj_path).eval()
         with _atomic_h5(out) as h5, torch.inference_mode():
             feats = None
@@ -180,9 +185,26 @@ def project_features(
             h5.attrs["base_model"] = str(card.base)
             h5.attrs["base_weights_sha256"] = str(attrs.get("weights_sha256"))
             h5.attrs["projection_sha256"] = proj_sha
+            h5.attrs["base_sha256_datasets"] = base_seal
             h5.attrs["cog_version"] = cog.__version__
     return out
 
 
 def _kind(kind: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(dict(kind).items()))
+
+
+def _check_kind_before(card, options: ExtractOptions) -> None:
+    """Refuse, before any extraction, options that cannot give the features kind the
+    card's projection was fitted on (the decode path is known only when asked for)."""
+    fitted = dict((card.training or {}).get("base_features") or {})
+    asked = {"mode": options.mode, "dtype": options.dtype}
+    if options.decode != "auto":
+        asked["decode"] = options.decode
+    differ = {k: v for k, v in asked.items() if k in fitted and str(fitted[k]) != v}
+    if differ:
+        raise CogError(
+            f"{card.name}: its projection was fitted on {card.base} features of kind "
+            f"{_kind(fitted)}, but {_kind(differ)} was asked; extract with the options it was "
+            f"fitted with, or refit it with `cog-tldr fit {card.base} ...` and these options"
+        )

@@ -54,6 +54,15 @@ def feature_kind(attrs: dict) -> dict[str, str]:
     return {k: str(attrs.get(k, IMPLICIT.get(k))) for k in FEATURE_KIND}
 
 
+def features_seal(attrs: dict) -> str | None:
+    """The sha256 of a cache's stored arrays (its seal, cog.features.integrity) as one hex
+    digest; None for a cache written without one."""
+    import hashlib
+
+    seal = attrs.get("sha256_datasets")
+    return hashlib.sha256(str(seal).encode()).hexdigest() if seal else None
+
+
 RANDOM_INIT_SUFFIX = "+random-init"  # as cog.bench.leaderboard's (pandas-free import here)
 
 
