@@ -474,3 +474,24 @@ def test_bundles_and_keywords_name_the_same_cache(tree, fake_zoo):
         ensure_features("tiny-a", "in1k", "test", wider)
     with pytest.raises(TypeError, match="in1k_rot"):
         ensure_features("tiny-a", "in1k", "test", in1k_rot=tree)
+
+
+def test_a_composite_card_pins_the_base_features_kind_it_was_fitted_on():
+    """decode auto takes the fitted path for the base (never extracts the other and then
+    refuses); options that cannot give the fitted kind are refused before extracting,
+    naming the options to pass."""
+    from cog.features.ensure import _fitted_kind
+    from cog.features.options import ExtractOptions, FeatureSource
+
+    fitted = {"mode": "fast", "dtype": "float16", "decode": "gpu"}
+    card = types.SimpleNamespace(name="m+tldr8", base="m", training={"base_features": fitted})
+    assert _fitted_kind(card, FeatureSource()).options.decode == "gpu"
+    for options, fix in (
+        (ExtractOptions(dtype="float32"), "pass --dtype float16"),
+        (ExtractOptions(exact=True), "pass no --exact/--jpeg-draft"),
+        (ExtractOptions(decode="cpu"), "pass --decode gpu"),
+    ):
+        with pytest.raises(CogError, match=fix):
+            _fitted_kind(card, FeatureSource(options=options))
+    old = types.SimpleNamespace(name="m+tldr8", base="m", training={})  # before the record
+    assert _fitted_kind(old, FeatureSource()).options.decode == "auto"

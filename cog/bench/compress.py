@@ -174,7 +174,7 @@ def compress_model(
     known = _registered(name)
     same = known is not None and known.base == card.name and _proj_sha(known) == digest
     if reused and same:
-        card_path = known.source_file
+        card_path = known.source_file if register else None
     else:
         card_path = zoo.register_card(entry, overwrite=True) if register else None
     return {

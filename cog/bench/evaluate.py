@@ -14,6 +14,7 @@ written once, at the end, so a failed evaluation leaves it untouched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -286,7 +287,8 @@ class Evaluator:
             self.reused.append(path)
             if prev.get("inputs") != fp:  # stored before the features' sha256 was: pin it now
                 prev = {**prev, "inputs": fp}
-                _write_json(path, prev)
+                with contextlib.suppress(OSError):  # best effort: read-only results still work
+                    _write_json(path, prev)
             return prev
 
         rec = {

@@ -4,6 +4,7 @@ entry point evaluation and compression use. Composite cards project the base mod
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -57,7 +58,7 @@ def ensure_features(
     folder = f"{card.name}{RANDOM_INIT_SUFFIX}" if src.random_init else card.name
     out = cache_path(folder, dataset, split, src.cache_dir)
     if getattr(card, "base", None):
-        _check_kind_before(card, src.options)
+        src = _fitted_kind(card, src)
         base = ensure_features(card.base, dataset, split, src, overwrite=overwrite)
         return project_features(card, base, out, dtype=src.options.dtype, overwrite=overwrite)
     images = dataset_images(dataset, split, src.roots)
@@ -72,7 +73,8 @@ def ensure_features(
     else:
         known = zoo.cached_weights_sha256(card)
     options = src.options
-    if known and out.exists() and not overwrite and _reusable(out, card, known, images, options):
+    # (a matching cache is kept with `overwrite` too: it only replaces other settings')
+    if known and out.exists() and _reusable(out, card, known, images, options):
         return out
     backbone = zoo.load(
         card.name, checkpoint=src.checkpoint, random_init=src.random_init, device="cpu"
@@ -194,17 +196,34 @@ def _kind(kind: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(dict(kind).items()))
 
 
-def _check_kind_before(card, options: ExtractOptions) -> None:
-    """Refuse, before any extraction, options that cannot give the features kind the
-    card's projection was fitted on (the decode path is known only when asked for)."""
+def _fitted_kind(card, src: FeatureSource) -> FeatureSource:
+    """`src` for the base of a composite card: the decode path its projection was fitted
+    on when `auto` was asked (so the base is extracted that way, never the other and then
+    refused); options that cannot give the fitted kind are refused before any extraction."""
     fitted = dict((card.training or {}).get("base_features") or {})
+    fitted = {k: str(v) for k, v in fitted.items()}
+    options, path = src.options, fitted.get("decode")
+    if options.decode == "auto" and (path == "cpu" or (path == "gpu" and options.mode == "fast")):
+        options = dataclasses.replace(options, decode=path)
     asked = {"mode": options.mode, "dtype": options.dtype}
     if options.decode != "auto":
         asked["decode"] = options.decode
-    differ = {k: v for k, v in asked.items() if k in fitted and str(fitted[k]) != v}
+    differ = {k: v for k, v in asked.items() if k in fitted and fitted[k] != v}
     if differ:
+        want = {k: fitted[k] for k in differ}
         raise CogError(
             f"{card.name}: its projection was fitted on {card.base} features of kind "
-            f"{_kind(fitted)}, but {_kind(differ)} was asked; extract with the options it was "
-            f"fitted with, or refit it with `cog-tldr fit {card.base} ...` and these options"
+            f"{_kind(fitted)}, but {_kind(differ)} was asked; pass {_flags(want)} (the options "
+            f"it was fitted with), or refit it with `cog-tldr fit {card.base} ...` and yours"
         )
+    return dataclasses.replace(src, options=options)
+
+
+def _flags(kind: dict) -> str:
+    """The options that give features of `kind`."""
+    modes = {"fast": "no --exact/--jpeg-draft", "exact": "--exact"}
+    flags = [
+        modes.get(v, f"--{v.split('+')[-1]}") if k == "mode" else f"--{k} {v}"
+        for k, v in sorted(kind.items())
+    ]
+    return ", ".join(flags)
