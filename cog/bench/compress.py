@@ -115,8 +115,11 @@ def compress_model(
                 f"{cache}: {card.name} features have D={fs.dim}, fewer than --dim {dim}; "
                 f"choose a dimension <= {fs.dim}"
             )
-        same = _reusable(path, est, weights, images, kind, seal) if path.is_file() else False
-        reused = same and not overwrite
+        reused = (
+            not overwrite
+            and path.is_file()
+            and _reusable(path, est, weights, images, kind, seal)
+        )
         if not reused:
             if path.is_file() and not overwrite:
                 raise CogError(
@@ -171,8 +174,11 @@ def compress_model(
     }
     # a reused projection keeps the card that names it: rewriting it (new fields) would make
     # every composite cache made from it look stale
-    known = _registered(name)
-    same = known is not None and known.base == card.name and _proj_sha(known) == digest
+    try:
+        known = zoo.get_card(name)
+    except CogError:
+        known = None
+    same = known is not None and known.base == card.name and known.projection.sha256 == digest
     if reused and same:
         card_path = known.source_file if register else None
     else:
@@ -186,16 +192,3 @@ def compress_model(
         "fit_info": info,
     }
 
-
-def _registered(name: str) -> Any:
-    from cog import zoo
-
-    try:
-        return zoo.get_card(name)
-    except CogError:
-        return None
-
-
-def _proj_sha(card: Any) -> str | None:
-    proj = card.projection
-    return proj.get("sha256") if isinstance(proj, dict) else getattr(proj, "sha256", None)

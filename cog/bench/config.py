@@ -85,7 +85,7 @@ class EvalConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["roots"], d["extraction"] = self.roots.to_dict(), self.extraction.to_dict()
+        d["roots"] = self.roots.to_dict()  # its paths as strings; the options are plain
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 

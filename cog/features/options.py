@@ -116,15 +116,6 @@ class FeatureSource:
         object.__setattr__(self, "cache_dir", _path(self.cache_dir))
         object.__setattr__(self, "checkpoint", _path(self.checkpoint))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "roots": self.roots.to_dict(),
-            "options": self.options.to_dict(),
-            "cache_dir": _str(self.cache_dir),
-            "checkpoint": _str(self.checkpoint),
-            "random_init": self.random_init,
-        }
-
 
 ROOT_FIELDS = tuple(f.name for f in fields(DataRoots))
 OPTION_FIELDS = tuple(f.name for f in fields(ExtractOptions))

@@ -14,6 +14,7 @@ import h5py
 
 from cog import CogError
 from cog.features.images import ImageList
+from cog.features.integrity import ATTR as SEAL
 from cog.features.options import DECODES, DTYPES, PRECISIONS  # noqa: F401 (re-exported)
 from cog.io import cog_home
 
@@ -59,7 +60,7 @@ def features_seal(attrs: dict) -> str | None:
     digest; None for a cache written without one."""
     import hashlib
 
-    seal = attrs.get("sha256_datasets")
+    seal = attrs.get(SEAL)
     return hashlib.sha256(str(seal).encode()).hexdigest() if seal else None
 
 
