@@ -14,6 +14,7 @@ import torch
 
 from cog import CogError, zoo
 from cog.cli.models import main
+from cog.features.synthetic import tiny_resnet_card
 from cog.zoo.lock import lock_path, read_lock
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB "checkpoint"
@@ -74,15 +75,9 @@ def home(tmp_path, monkeypatch):
 
 
 def card(name: str, url: str, sha: str | None = None) -> dict:
-    return {
-        "name": name,
-        "group": "local",
-        "title": "fetch test",
-        "arch": {"source": "timm", "name": "test_resnet"},
-        "feature": {"dim": 96, "layer": "pooled"},
-        "preprocess": {"resize": 64, "crop": 64},
-        "weights": [{"url": url, "sha256": sha}],
-    }
+    out = tiny_resnet_card(name, title="fetch test", weights=[{"url": url, "sha256": sha}])
+    del out["converter"], out["dropped_keys"]  # fetching never loads the weights
+    return out
 
 
 def ckpt(name: str) -> Path:

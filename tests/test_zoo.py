@@ -24,6 +24,7 @@ import yaml
 from PIL import Image
 
 from cog import CogError, zoo
+from cog.features.synthetic import tiny_resnet_card
 from cog.zoo.convert import convert
 
 LARGE = os.environ.get("COG_TEST_LARGE", "1") != "0"
@@ -481,19 +482,7 @@ def test_shape_mismatch_is_reported():
 
 
 def tiny_card(name: str = "tiny_moco", **over) -> dict:
-    card = {
-        "name": name,
-        "group": "local",
-        "title": "tiny test ResNet",
-        "arch": {"source": "timm", "name": "test_resnet"},
-        "feature": {"dim": 96, "layer": "pooled"},
-        "preprocess": {"resize": 64, "crop": 64},
-        "converter": "moco",
-        "dropped_keys": ["fc.*"],
-        "weights": [{"url": "https://example.invalid/models/tiny-abcdef12.pth", "sha256": None}],
-    }
-    card.update(over)
-    return card
+    return tiny_resnet_card(name, **over)
 
 
 def tiny_state() -> dict[str, torch.Tensor]:

@@ -196,6 +196,25 @@ def add_broken_files(
 # ------------------------------------------------------------------ a tiny backbone
 
 
+def tiny_resnet_card(name: str, **over: object) -> dict:
+    """A zoo card (as its YAML reads) for timm's 96-d `test_resnet` with MoCo-layout weights
+    at a URL that never resolves: what tests register to exercise loading, converters and
+    checkpoint trust without real weights. `over` replaces top-level fields."""
+    card = {
+        "name": name,
+        "group": "local",
+        "title": "tiny test ResNet",
+        "arch": {"source": "timm", "name": "test_resnet"},
+        "feature": {"dim": 96, "layer": "pooled"},
+        "preprocess": {"resize": 64, "crop": 64},
+        "converter": "moco",
+        "dropped_keys": ["fc.*"],
+        "weights": [{"url": "https://example.invalid/models/tiny-abcdef12.pth", "sha256": None}],
+    }
+    card.update(over)
+    return card
+
+
 @dataclass(frozen=True)
 class TinyPreprocess:
     """The fields of a zoo `Preprocess` that extraction reads."""

@@ -15,7 +15,7 @@ from faultlib import Payload, malicious_levels, malicious_splits
 from cog import CogError, zoo
 from cog.concepts.levels import read_levels
 from cog.concepts.splits import read_split_file
-from cog.features.synthetic import make_imagenet21k
+from cog.features.synthetic import make_imagenet21k, tiny_resnet_card
 from cog.safe_pickle import safe_load
 
 
@@ -170,19 +170,7 @@ def test_every_command_refuses_the_malicious_pickle(
 
 
 def _tiny_card(name: str = "tiny_faults", **over) -> dict:
-    card = {
-        "name": name,
-        "group": "local",
-        "title": "tiny test ResNet",
-        "arch": {"source": "timm", "name": "test_resnet"},
-        "feature": {"dim": 96, "layer": "pooled"},
-        "preprocess": {"resize": 64, "crop": 64},
-        "converter": "moco",
-        "dropped_keys": ["fc.*"],
-        "weights": [{"url": "https://example.invalid/models/tiny-abcdef12.pth", "sha256": None}],
-    }
-    card.update(over)
-    return card
+    return tiny_resnet_card(name, **over)
 
 
 @pytest.fixture
