@@ -186,3 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = table[["dataset", "method", "dim", "top1", "ratio"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
